@@ -1,0 +1,39 @@
+# fashion-bench: `make help` lists the targets.
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# CPU machines without a GPU: pin the CPU build of torch (see README "Install"). Set CONSTRAINTS= to lift it.
+CONSTRAINTS ?= constraints-cpu.txt
+PIP_CONSTRAINT_FLAG := $(if $(CONSTRAINTS),-c $(CONSTRAINTS),)
+export HF_HUB_OFFLINE ?= 1
+export HF_DATASETS_OFFLINE ?= 1
+PYTEST_ARGS ?=
+
+.PHONY: help install test test-fast demo bench report clean
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 12
+
+$(VENV)/.installed: pyproject.toml $(CONSTRAINTS)
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet $(PIP_CONSTRAINT_FLAG) -e '.[dev]'
+	touch $@
+
+install: $(VENV)/.installed  ## create .venv and install fashion-bench with its dev tools
+
+test: install  ## run the test suite
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+demo: install  ## the main job: the whole synthetic benchmark on the `small` world, then the report
+	$(PY) -m fashion_bench.demo
+
+bench: install  ## benchmarks (ratios measured side by side in one run)
+	$(PY) tests/bench/bench_metrics.py
+	$(PY) tests/bench/bench_training.py
+
+report: install  ## runs/ -> docs/leaderboard.md, plots, galleries (and the regression check)
+	$(VENV)/bin/fashion-bench report --runs runs --out docs
+
+clean:  ## remove caches and build outputs (keeps runs/ and .venv)
+	rm -rf .pytest_cache build *.egg-info
+	find . -name __pycache__ -prune -exec rm -rf {} +

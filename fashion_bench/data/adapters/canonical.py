@@ -1,0 +1,44 @@
+"""The canonical on-disk layout (see ``schema.py``), and the synthetic datasets generated into it on demand."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Callable
+
+from fashion_bench.data.adapters import DatasetInfo, register
+from fashion_bench.data.schema import Split, read_items, read_split
+
+
+def canonical_loader(root: Path, dataset: str, *, subdir: str | None = None) -> Callable[[str], Split]:
+    """Splits of ``root/<subdir or dataset>/<split>``; items.jsonl is parsed once and shared by the splits."""
+    cache: dict[str, object] = {}
+
+    def load(split: str) -> Split:
+        if "items" not in cache:
+            cache["items"] = read_items(root)
+        return read_split(root, subdir or dataset, split, items=cache["items"])  # type: ignore[arg-type]
+
+    load.image_root = root  # type: ignore[attr-defined]
+    return load
+
+
+def default_synthetic_root() -> str:
+    return os.environ.get("FASHION_BENCH_DATA", str(Path.home() / ".cache" / "fashion_bench" / "synthetic"))
+
+
+def synthetic_loader(
+    root: Path, dataset: str, *, preset: str = "tiny", seed: int = 0, world_dir: str | None = None
+) -> Callable[[str], Split]:
+    """Generate the synthetic world under ``root/<preset>-seed<seed>`` on first use, then read it."""
+    from fashion_bench.data.synthetic import ensure_world
+
+    world = Path(world_dir) if world_dir else root / f"{preset}-seed{seed}"
+    if not (world / ".complete").exists():
+        ensure_world(world, preset=preset, seed=seed)
+    return canonical_loader(world, dataset)
+
+
+register(DatasetInfo("canonical", task="t2i", protocol="t2i", loader=canonical_loader))
+for _name, _task, _protocol in (("synth-t2i", "t2i", "t2i"), ("synth-id", "id", "id-intra-cross"), ("synth-cir", "cir", "fashioniq")):
+    register(DatasetInfo(_name, task=_task, protocol=_protocol, loader=synthetic_loader, default_root=default_synthetic_root()))

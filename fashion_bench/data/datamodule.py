@@ -1,0 +1,301 @@
+"""``FashionDataModule``: the one data layer for the three tasks.
+
+Training loaders: image-text pairs (``t2i``), identity-balanced P x K batches (``id``, or any task with
+``sampler: pk``), composed triplets (``cir``). Evaluation: separate gallery, query-text and reference-image
+loaders per split, plus the metadata the evaluator needs (:meth:`eval_split`). The images' size and
+normalisation and the tokenizer come from the method being trained (its encoder), via :meth:`setup`.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import lightning.pytorch as pl
+import torch
+from torch.utils.data import DataLoader
+
+from fashion_bench.data.adapters import open_dataset
+from fashion_bench.data.datasets import (
+    EvalImageDataset,
+    ImageLoader,
+    PairDataset,
+    QueryTextDataset,
+    TripletDataset,
+)
+from fashion_bench.data.samplers import EpochShuffleSampler, IdentityBatchSampler
+from fashion_bench.data.schema import TASKS, DataError, Split
+from fashion_bench.data.store import arrow_rows
+from fashion_bench.data.transforms import ImageSpec, build_image_transform
+
+log = logging.getLogger(__name__)
+
+STAGE_SPLIT_ATTR = {"fit": "val_split", "validate": "val_split", "test": "test_split", "predict": "test_split"}
+
+
+@dataclass
+class Preprocessing:
+    """What a method tells the data layer about its inputs."""
+
+    image_spec: ImageSpec
+    tokenize: Callable[[Sequence[str]], torch.Tensor]
+
+
+@dataclass
+class EvalSplit:
+    """One evaluation split, ready for the evaluator: loaders plus the ids and relations between them."""
+
+    name: str
+    split: Split
+    gallery_ids: list[str]
+    gallery_loader: DataLoader
+    query_loader: DataLoader
+    reference_ids: list[str]  # query images that are not gallery items (encoded separately, once each)
+    reference_loader: DataLoader | None
+
+    @property
+    def queries(self):
+        return self.split.queries
+
+
+class FashionDataModule(pl.LightningDataModule):
+    def __init__(
+        self,
+        dataset: str = "synth-t2i",
+        root: str | None = None,
+        task: str | None = None,
+        protocol: str | dict[str, Any] | None = None,
+        train_split: str = "train",
+        val_split: str = "val",
+        test_split: str = "test",
+        batch_size: int = 64,
+        eval_batch_size: int = 256,
+        num_workers: int = 2,
+        sampler: str | None = None,
+        pk_identities: int = 16,
+        pk_instances: int = 4,
+        synthetic_preset: str = "tiny",
+        synthetic_seed: int = 0,
+        skip_missing_images: bool = False,
+        target_pad_ratio: float | None = None,
+        train_augment: bool = False,
+        cache_dir: str | None = None,
+        adapter_args: dict[str, Any] | None = None,
+        seed: int = 0,
+    ) -> None:
+        """
+        Args:
+            dataset: registered dataset name (``synth-t2i``, ``synth-id``, ``synth-cir``, ``manifest``, ...).
+            root: the dataset's folder (synthetic datasets default to a cache folder and are generated there).
+            task: ``t2i`` | ``id`` | ``cir``; defaults to the dataset's task.
+            protocol: a named protocol or a dict of protocol fields; defaults to the dataset's protocol.
+            sampler: ``random`` or ``pk`` (P x K identity batches); default ``pk`` for ``id``, else ``random``.
+            skip_missing_images: replace missing / corrupt images by a blank image and count them, instead of
+                failing with the list of missing files.
+            target_pad_ratio: TargetPad images whose aspect ratio exceeds this (CLIP4Cir uses 1.25).
+            cache_dir: where manifests are cached as Arrow tables (default: memory only).
+            seed: seed of the training order and per-sample choices (set by the CLI from ``seed_everything``).
+        """
+        super().__init__()
+        self.save_hyperparameters()
+        self.dataset = dataset
+        self.root = root
+        self.info, self.resolved_root, self._load = self._open(dataset, root, task, synthetic_preset, synthetic_seed, adapter_args)
+        self.task = task or self.info.task
+        if self.task not in TASKS:
+            raise ValueError(f"unknown task '{self.task}'; expected one of {TASKS}")
+        self.protocol = protocol if protocol is not None else self.info.protocol
+        self.sampler = sampler or ("pk" if self.task == "id" else "random")
+        if self.sampler not in ("random", "pk"):
+            raise ValueError(f"unknown sampler '{self.sampler}'; expected 'random' or 'pk'")
+        self.batch_size, self.eval_batch_size, self.num_workers = batch_size, eval_batch_size, num_workers
+        self.pk = (pk_identities, pk_instances)
+        self.split_names = {"train": train_split, "val": val_split, "test": test_split}
+        self.skip_missing_images = skip_missing_images
+        self.target_pad_ratio, self.train_augment = target_pad_ratio, train_augment
+        self.cache_dir = Path(cache_dir) if cache_dir else None
+        self.seed = seed
+        self.preprocessing: Preprocessing | None = None
+        self._splits: dict[str, Split] = {}
+        self._eval: dict[str, EvalSplit] = {}
+        self._train_rows = None
+
+    @staticmethod
+    def _open(dataset, root, task, preset, seed, adapter_args):
+        from fashion_bench.data.adapters import dataset_info
+
+        info = dataset_info(dataset)
+        kwargs = dict(adapter_args or {})
+        params = inspect.signature(info.loader).parameters
+        if "preset" in params:
+            kwargs.setdefault("preset", preset)
+            kwargs.setdefault("seed", seed)
+        if "task" in params and task:
+            kwargs.setdefault("task", task)
+        unknown = set(kwargs) - set(params)
+        if unknown:
+            raise ValueError(f"dataset '{dataset}' does not take adapter_args {sorted(unknown)}; it takes {sorted(set(params) - {'root', 'dataset'})}")
+        return open_dataset(dataset, root, **kwargs)
+
+    # --- set-up ---------------------------------------------------------------------------------------------
+    def split(self, role: str) -> Split:
+        """The canonical split for ``role`` in {train, val, test} (loaded once)."""
+        name = self.split_names[role]
+        if name not in self._splits:
+            split = self._load(name)
+            self._check_images(split)
+            self._splits[name] = split
+        return self._splits[name]
+
+    def _check_images(self, split: Split) -> None:
+        missing = [(i, it.image) for i, it in split.items.items() if not isinstance(it.image, bytes) and not self._image_path(it.image).exists()]
+        if not missing:
+            return
+        listing = "; ".join(f"item '{i}': {p}" for i, p in missing[:10])
+        if not self.skip_missing_images:
+            raise DataError(
+                f"split '{split.name}' of dataset '{self.dataset}': {len(missing)} of {len(split.items)} image files are "
+                f"missing ({listing}{' ...' if len(missing) > 10 else ''}). Fix the copy, or pass "
+                "--data.skip_missing_images true to replace them by blank images and count them."
+            )
+        log.warning("split '%s': %d missing images will be replaced by blank images (%s)", split.name, len(missing), listing)
+
+    def _image_path(self, image: str) -> Path:
+        path = Path(image)
+        return path if path.is_absolute() else self.resolved_root_for_images / path
+
+    @property
+    def resolved_root_for_images(self) -> Path:
+        """Relative image paths in a split resolve against the adapter's image root."""
+        return Path(self._load.image_root)
+
+    def attach_preprocessing(self, preprocessing: Preprocessing) -> None:
+        self.preprocessing = preprocessing
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.preprocessing is None:
+            module = getattr(self.trainer, "lightning_module", None) if self.trainer is not None else None
+            if module is None or not hasattr(module, "preprocessing"):
+                raise RuntimeError("FashionDataModule needs preprocessing: attach it with attach_preprocessing() or train a RetrievalMethod")
+            self.attach_preprocessing(module.preprocessing())
+
+    def _images(self, train: bool) -> ImageLoader:
+        assert self.preprocessing is not None
+        spec = self.preprocessing.image_spec
+        transform = build_image_transform(spec, train=train, target_pad_ratio=self.target_pad_ratio, augment=self.train_augment)
+        return ImageLoader(self.resolved_root_for_images, transform, image_size=spec.size, skip_missing=self.skip_missing_images)
+
+    def _rows(self, kind: str, rows: list[dict[str, Any]]):
+        return arrow_rows(kind, rows, self.cache_dir)
+
+    def _loader(self, dataset, *, batch_size: int, sampler=None, drop_last: bool = False) -> DataLoader:
+        return DataLoader(
+            dataset,
+            batch_size=batch_size,
+            sampler=sampler,
+            shuffle=False,
+            drop_last=drop_last,
+            num_workers=self.num_workers,
+            persistent_workers=False,
+            pin_memory=False,
+        )
+
+    # --- training -------------------------------------------------------------------------------------------
+    def _progress(self) -> tuple[int, int]:
+        trainer = self.trainer
+        if trainer is None:
+            return 0, 0
+        return trainer.current_epoch, trainer.fit_loop.epoch_loop.batch_progress.current.completed
+
+    def train_dataset(self):
+        split = self.split("train")
+        assert self.preprocessing is not None
+        tokenize = self.preprocessing.tokenize
+        if self.task == "cir":
+            if not split.queries:
+                raise DataError(f"dataset '{self.dataset}' split '{split.name}': composed training needs triplets (queries), found none")
+            rows = self._rows("triplets", [_query_row(q) for q in split.queries])
+            items = {i: {"image": it.image} for i, it in split.items.items()}
+            return TripletDataset(rows, items, self._images(train=True), tokenize, seed=self.seed), None
+        if not split.gallery:
+            raise DataError(f"dataset '{self.dataset}' split '{split.name}' has no training images")
+        records = [_item_row(split.items[i]) for i in split.gallery]
+        labels = {identity: n for n, identity in enumerate(sorted({r["identity"] for r in records}))}
+        rows = self._rows("pairs", records)
+        return PairDataset(rows, self._images(train=True), tokenize, labels, seed=self.seed), [r["identity"] for r in records]
+
+    @property
+    def num_identities(self) -> int:
+        split = self.split("train")
+        return len({split.items[i].identity for i in split.gallery})
+
+    def train_dataloader(self) -> DataLoader:
+        dataset, identities = self.train_dataset()
+        ranks = dict(num_replicas=self.trainer.world_size if self.trainer else 1, rank=self.trainer.global_rank if self.trainer else 0)
+        if self.sampler == "pk":
+            if identities is None:
+                raise ValueError("sampler 'pk' needs identity-labelled training images (tasks t2i / id)")
+            p, k = self.pk
+            sampler = IdentityBatchSampler(identities, p, k, seed=self.seed, progress=self._progress, **ranks)
+            batch_size = p * k
+        else:
+            batch_size = min(self.batch_size, len(dataset))
+            sampler = EpochShuffleSampler(len(dataset), batch_size, seed=self.seed, progress=self._progress, **ranks)
+        return self._loader(dataset, batch_size=batch_size, sampler=sampler, drop_last=True)
+
+    # --- evaluation -----------------------------------------------------------------------------------------
+    def eval_split(self, role: str) -> EvalSplit:
+        """Loaders and metadata of the ``val`` or ``test`` split (built once)."""
+        if role not in self._eval:
+            split = self.split(role)
+            if not split.queries:
+                raise DataError(f"dataset '{self.dataset}' split '{split.name}' has no queries to evaluate")
+            gallery = split.gallery
+            in_gallery = set(gallery)
+            references = sorted({q.image for q in split.queries if q.image is not None and q.image not in in_gallery})
+            images = self._images(train=False)
+            assert self.preprocessing is not None
+            gallery_rows = self._rows("gallery", [_item_row(split.items[i]) for i in gallery])
+            query_rows = self._rows("queries", [_query_row(q) for q in split.queries])
+            self._eval[role] = EvalSplit(
+                name=split.name,
+                split=split,
+                gallery_ids=gallery,
+                gallery_loader=self._loader(EvalImageDataset(gallery_rows, images), batch_size=self.eval_batch_size),
+                query_loader=self._loader(QueryTextDataset(query_rows, self.preprocessing.tokenize), batch_size=self.eval_batch_size),
+                reference_ids=references,
+                reference_loader=self._loader(
+                    EvalImageDataset(self._rows("references", [_item_row(split.items[i]) for i in references]), images),
+                    batch_size=self.eval_batch_size,
+                )
+                if references
+                else None,
+            )
+        return self._eval[role]
+
+    def val_dataloader(self) -> DataLoader:
+        return self.eval_split("val").gallery_loader
+
+    def test_dataloader(self) -> DataLoader:
+        return self.eval_split("test").gallery_loader
+
+    def predict_dataloader(self) -> DataLoader:
+        return self.eval_split("test").gallery_loader
+
+
+def _item_row(item) -> dict[str, Any]:
+    return {
+        "item_id": item.item_id,
+        "image": str(item.image),
+        "text": list(item.text),
+        "identity": item.identity,
+        "domain": item.domain,
+        "category": item.category,
+    }
+
+
+def _query_row(query) -> dict[str, Any]:
+    return {"query_id": query.query_id, "image": query.image or "", "text": list(query.text), "positives": list(query.positives)}

@@ -1,0 +1,206 @@
+"""Canonical records every dataset adapter produces (DESIGN.md section 1) and their on-disk layout.
+
+A *split* of a dataset is three things:
+
+* ``items``: every image the split uses (gallery images, query reference images, training images), keyed by
+  ``item_id``;
+* ``gallery``: the ordered item ids that are ranked at evaluation (and, for ``t2i`` / ``id``, the training
+  images of a training split);
+* ``queries``: evaluation queries, and for ``cir`` the training triplets (reference image + text -> target).
+
+The canonical layout on disk (written by the synthetic world and by ``fashion-bench data`` converters, read by
+:func:`read_split`) is::
+
+    <root>/items.jsonl                     one Item per line, plus a "split" field
+    <root>/images/...                      image files, paths in items.jsonl relative to <root>
+    <root>/<dataset>/<split>/gallery.txt   one item id per line
+    <root>/<dataset>/<split>/queries.jsonl one Query per line
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+TASKS = ("t2i", "id", "cir")
+
+
+class DataError(ValueError):
+    """A dataset file or record is malformed; the message names the file, the record and the field."""
+
+
+@dataclass
+class Item:
+    item_id: str
+    image: str
+    text: list[str] = field(default_factory=list)
+    identity: str = ""
+    domain: str = ""
+    category: str = ""
+    attributes: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Query:
+    query_id: str
+    positives: list[str]
+    image: str | None = None
+    text: list[str] = field(default_factory=list)
+    exclude: list[str] = field(default_factory=list)
+    subset: list[str] = field(default_factory=list)
+    category: str = ""
+
+
+@dataclass
+class Split:
+    """One split of one dataset in canonical form."""
+
+    name: str
+    items: dict[str, Item]
+    gallery: list[str]
+    queries: list[Query]
+
+    def validate(self, source: str) -> None:
+        """Check referential integrity; ``source`` names the files in error messages."""
+        if not self.gallery and not self.queries:
+            raise DataError(f"{source}: split '{self.name}' is empty (no gallery items and no queries)")
+        for item_id in self.gallery:
+            if item_id not in self.items:
+                raise DataError(f"{source}: gallery item '{item_id}' has no record in items")
+        gallery = set(self.gallery)
+        for q in self.queries:
+            if q.image is not None and q.image not in self.items:
+                raise DataError(f"{source}: query '{q.query_id}' field 'image': item '{q.image}' is not in the split")
+            for fname in ("positives", "exclude", "subset"):
+                missing = [i for i in getattr(q, fname) if i not in gallery]
+                if missing:
+                    raise DataError(
+                        f"{source}: query '{q.query_id}' field '{fname}': {missing[:3]} not in the '{self.name}' gallery"
+                    )
+
+
+ITEM_FIELDS = {f for f in Item.__dataclass_fields__}
+QUERY_FIELDS = {f for f in Query.__dataclass_fields__}
+
+
+def _as_text_list(value: Any, where: str) -> list[str]:
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        return value
+    raise DataError(f"{where} field 'text': expected a string or a list of strings, got {type(value).__name__}")
+
+
+def item_from_dict(record: dict[str, Any], where: str) -> Item:
+    for key in ("item_id", "image"):
+        if key not in record or record[key] in (None, ""):
+            raise DataError(f"{where}: missing required field '{key}'")
+    kwargs = {k: v for k, v in record.items() if k in ITEM_FIELDS}
+    kwargs["item_id"] = str(kwargs["item_id"])
+    kwargs["text"] = _as_text_list(record.get("text"), where)
+    for key in ("identity", "domain", "category"):
+        kwargs[key] = "" if record.get(key) is None else str(record[key])
+    return Item(**kwargs)
+
+
+def query_from_dict(record: dict[str, Any], where: str) -> Query:
+    for key in ("query_id", "positives"):
+        if key not in record:
+            raise DataError(f"{where}: missing required field '{key}'")
+    if not isinstance(record["positives"], list):
+        raise DataError(f"{where} field 'positives': expected a list of item ids, got {type(record['positives']).__name__}")
+    if record.get("image") is None and not record.get("text"):
+        raise DataError(f"{where}: a query needs an 'image', a 'text', or both")
+    kwargs = {k: v for k, v in record.items() if k in QUERY_FIELDS}
+    kwargs["query_id"] = str(record["query_id"])
+    kwargs["text"] = _as_text_list(record.get("text"), where)
+    for key in ("positives", "exclude", "subset"):
+        kwargs[key] = [str(v) for v in record.get(key) or []]
+    return Query(**kwargs)
+
+
+def iter_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    """Yield (line number, record); a malformed line raises DataError naming file and line."""
+    with open(path, encoding="utf-8") as fh:
+        for lineno, line in enumerate(fh, start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise DataError(f"{path}:{lineno}: malformed JSON line ({err.msg})") from None
+            if not isinstance(record, dict):
+                raise DataError(f"{path}:{lineno}: expected a JSON object, got {type(record).__name__}")
+            yield lineno, record
+
+
+def write_jsonl(path: Path, records: Iterable[dict[str, Any]]) -> None:
+    """Write atomically (temporary file, then rename)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as fh:
+        for record in records:
+            fh.write(json.dumps(record, ensure_ascii=False) + "\n")
+    tmp.replace(path)
+
+
+def read_items(root: Path, split: str | None = None) -> dict[str, Item]:
+    """Items of ``root/items.jsonl`` (all, or those whose "split" field equals ``split``)."""
+    path = root / "items.jsonl"
+    if not path.exists():
+        raise DataError(f"{path}: items manifest not found")
+    items: dict[str, Item] = {}
+    for lineno, record in iter_jsonl(path):
+        if split is not None and record.get("split") != split:
+            continue
+        item = item_from_dict(record, f"{path}:{lineno}")
+        if item.item_id in items:
+            raise DataError(f"{path}:{lineno}: duplicate item_id '{item.item_id}'")
+        items[item.item_id] = item
+    return items
+
+
+def read_split(root: Path, dataset: str, split: str, items: dict[str, Item] | None = None) -> Split:
+    """Read one split of a dataset in the canonical layout (see module docstring)."""
+    split_dir = root / dataset / split
+    if not split_dir.is_dir():
+        raise DataError(f"{split_dir}: split directory not found (expected gallery.txt and queries.jsonl)")
+    items = read_items(root) if items is None else items
+    gallery_path = split_dir / "gallery.txt"
+    gallery = [line.strip() for line in gallery_path.read_text().splitlines() if line.strip()] if gallery_path.exists() else []
+    queries_path = split_dir / "queries.jsonl"
+    queries = (
+        [query_from_dict(r, f"{queries_path}:{n}") for n, r in iter_jsonl(queries_path)] if queries_path.exists() else []
+    )
+    used = set(gallery)
+    for q in queries:
+        used.update(q.positives)
+        used.update(q.exclude)
+        used.update(q.subset)
+        if q.image is not None:
+            used.add(q.image)
+    missing = sorted(used - items.keys())
+    if missing:
+        raise DataError(f"{split_dir}: {len(missing)} referenced item ids have no record in items.jsonl, e.g. {missing[:3]}")
+    result = Split(name=split, items={i: items[i] for i in sorted(used)}, gallery=gallery, queries=queries)
+    result.validate(str(split_dir))
+    return result
+
+
+def write_split(root: Path, dataset: str, split: Split) -> None:
+    split_dir = root / dataset / split.name
+    split_dir.mkdir(parents=True, exist_ok=True)
+    tmp = split_dir / "gallery.txt.tmp"
+    tmp.write_text("".join(f"{i}\n" for i in split.gallery))
+    tmp.replace(split_dir / "gallery.txt")
+    write_jsonl(split_dir / "queries.jsonl", (asdict(q) for q in split.queries))
+
+
+def item_record(item: Item, split: str) -> dict[str, Any]:
+    record = asdict(item)
+    record["split"] = split
+    return record

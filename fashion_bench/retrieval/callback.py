@@ -1,0 +1,260 @@
+"""``RetrievalEvaluator``: the one Lightning callback that judges every method.
+
+At validation / test end it has the gallery features that ``validation_step`` produced (the gallery loader is
+the validation loader, so Lightning's progress bar covers gallery encoding), gathers them across ranks with
+their indices (dropping the duplicates a ``DistributedSampler`` pads in), embeds the queries through the
+method's ``encode_query`` (reference images are looked up among the gallery features, and only references
+outside the gallery are encoded, once each), runs the protocol, logs ``val/<metric>`` / ``test/<metric>`` with
+the same value on every rank (``val/primary`` is the protocol's primary metric, for checkpointing) and writes
+results.json. It never knows which method it evaluates: only the task decides what a query batch holds.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+from tqdm.auto import tqdm
+
+from fashion_bench.data.datamodule import EvalSplit, FashionDataModule
+from fashion_bench.retrieval.protocols import EvalInputs, EvalResult, get_protocol, run_protocol
+from fashion_bench.retrieval.results import (
+    SCHEMA_VERSION,
+    git_sha,
+    hardware,
+    now_iso,
+    versions,
+    write_json_atomic,
+)
+
+log = logging.getLogger(__name__)
+
+
+class RetrievalEvaluator(pl.Callback):
+    def __init__(
+        self,
+        save_rankings: int = 0,
+        cirr_export: bool = False,
+        results_file: str = "results.json",
+        progress: bool = True,
+    ) -> None:
+        """
+        Args:
+            save_rankings: on ``test``, save each query's top-K gallery ids with scores to ``rankings.jsonl``
+                (0 = do not save); the report turns them into retrieval galleries.
+            cirr_export: on ``test``, also write the two CIRR test-server JSON files into ``cirr_submission/``.
+            results_file: name of the results file in the run directory.
+        """
+        self.save_rankings = save_rankings
+        self.cirr_export = cirr_export
+        self.results_file = results_file
+        self.progress = progress
+        self.run_info: dict[str, Any] = {}
+        self.last_result: EvalResult | None = None
+        self.last_payload: dict[str, Any] | None = None
+        self._buffers: list[dict[str, torch.Tensor]] = []
+
+    # --- collection ---------------------------------------------------------------------------------------------
+    def _reset(self, *_: Any) -> None:
+        self._buffers = []
+
+    on_validation_epoch_start = _reset
+    on_test_epoch_start = _reset
+
+    def _collect(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
+        self._buffers.append({k: outputs[k].detach().float().cpu() if k == "features" else outputs[k].detach().cpu() for k in ("features", "index", "image_ok")})
+
+    on_validation_batch_end = _collect
+    on_test_batch_end = _collect
+
+    def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.sanity_checking:
+            return
+        self._evaluate(trainer, pl_module, stage="val", role="val")
+
+    def on_test_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._evaluate(trainer, pl_module, stage="test", role="test")
+
+    # --- evaluation ---------------------------------------------------------------------------------------------
+    def _gallery_features(self, pl_module: pl.LightningModule, gallery_size: int) -> tuple[torch.Tensor, int]:
+        features = torch.cat([b["features"] for b in self._buffers])
+        index = torch.cat([b["index"] for b in self._buffers])
+        image_ok = torch.cat([b["image_ok"] for b in self._buffers])
+        if pl_module.trainer.world_size > 1:
+            device = pl_module.device
+            features = pl_module.all_gather(features.to(device)).flatten(0, 1).cpu()
+            index = pl_module.all_gather(index.to(device)).flatten(0, 1).cpu()
+            image_ok = pl_module.all_gather(image_ok.to(device)).flatten(0, 1).cpu()
+        order = torch.argsort(index, stable=True)
+        index, features, image_ok = index[order], features[order], image_ok[order]
+        keep = torch.ones_like(index, dtype=torch.bool)
+        keep[1:] = index[1:] != index[:-1]
+        index, features, image_ok = index[keep], features[keep], image_ok[keep]
+        if index.numel() != gallery_size or not torch.equal(index, torch.arange(gallery_size)):
+            raise RuntimeError(
+                f"gallery encoding covered {index.numel()} of {gallery_size} images; do not limit evaluation batches "
+                "(--trainer.limit_val_batches / limit_test_batches) when computing retrieval metrics"
+            )
+        return features, int((~image_ok.bool()).sum())
+
+    @torch.no_grad()
+    def _encode_references(self, trainer: pl.Trainer, pl_module, data: EvalSplit) -> torch.Tensor | None:
+        if data.reference_loader is None:
+            return None
+        chunks = []
+        with trainer.precision_plugin.forward_context():
+            for batch in data.reference_loader:
+                chunks.append(pl_module.encode_images(batch["image"].to(pl_module.device)).float().cpu())
+        return torch.cat(chunks)
+
+    @torch.no_grad()
+    def _encode_queries(self, trainer, pl_module, data: EvalSplit, task: str, image_features: torch.Tensor, reference_features) -> torch.Tensor:
+        gallery_pos = {item_id: i for i, item_id in enumerate(data.gallery_ids)}
+        reference_pos = {item_id: i for i, item_id in enumerate(data.reference_ids)}
+        queries = data.queries
+        out = []
+        bar = tqdm(data.query_loader, desc=f"encoding {len(queries)} queries", disable=not self.progress or trainer.global_rank != 0, leave=False)
+        with trainer.precision_plugin.forward_context():
+            for batch in bar:
+                qbatch: dict[str, torch.Tensor] = {}
+                if task in ("t2i", "cir"):
+                    qbatch["text"] = batch["text"].to(pl_module.device)
+                if task in ("id", "cir"):
+                    rows = []
+                    for i in batch["index"].tolist():
+                        ref = queries[i].image
+                        if ref is None:
+                            raise ValueError(f"query '{queries[i].query_id}' has no reference image, which task '{task}' needs")
+                        rows.append(image_features[gallery_pos[ref]] if ref in gallery_pos else reference_features[reference_pos[ref]])
+                    qbatch["image_features"] = torch.stack(rows).to(pl_module.device)
+                out.append(pl_module.encode_query(qbatch).float().cpu())
+        return torch.cat(out)
+
+    def _evaluate(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *, stage: str, role: str) -> None:
+        started = time.perf_counter()
+        dm = trainer.datamodule
+        if not isinstance(dm, FashionDataModule):
+            raise TypeError("RetrievalEvaluator needs a FashionDataModule")
+        data = dm.eval_split(role)
+        protocol = get_protocol(dm.protocol)
+        image_features, skipped = self._gallery_features(pl_module, len(data.gallery_ids))
+        reference_features = self._encode_references(trainer, pl_module, data)
+        query_emb = self._encode_queries(trainer, pl_module, data, dm.task, image_features, reference_features)
+        with torch.no_grad():
+            gallery_emb = torch.cat([
+                pl_module.encode_gallery({"image_features": chunk.to(pl_module.device)}).float().cpu()
+                for chunk in image_features.split(4096)
+            ])
+        result = run_protocol(protocol, build_eval_inputs(data, query_emb, gallery_emb), top_n=max(50, self.save_rankings))
+        self.last_result = result
+        for name, value in result.metrics.items():
+            pl_module.log(f"{stage}/{name}", float(value), sync_dist=False)
+        for subset, metrics in result.per_subset.items():
+            for name, value in metrics.items():
+                pl_module.log(f"{stage}/{subset}/{name}", float(value), sync_dist=False)
+        pl_module.log(f"{stage}/primary", float(result.metrics[protocol.primary_metric]), sync_dist=False, prog_bar=True)
+        if trainer.global_rank == 0:
+            self._write_outputs(trainer, pl_module, dm, data, protocol, result, skipped, stage, time.perf_counter() - started)
+
+    # --- outputs ------------------------------------------------------------------------------------------------
+    def _write_outputs(self, trainer, pl_module, dm, data: EvalSplit, protocol, result: EvalResult, skipped: int, stage: str, eval_s: float) -> None:
+        run_dir = Path(trainer.default_root_dir)
+        info = self.run_info
+        encoder = getattr(pl_module, "encoder_config", None)
+        payload = {
+            "schema_version": SCHEMA_VERSION,
+            "experiment": info.get("experiment", type(pl_module).__name__),
+            "method": info.get("method", getattr(pl_module, "method_name", type(pl_module).__name__)),
+            "dataset": dm.dataset,
+            "task": dm.task,
+            "split": data.name,
+            "protocol": protocol.to_dict(),
+            "encoder": {"name": getattr(encoder, "model", None), "pretrained": getattr(encoder, "pretrained", None)},
+            "seed": info.get("seed"),
+            "metrics": {k: float(v) for k, v in result.metrics.items()},
+            "per_subset": {s: {k: float(v) for k, v in m.items()} for s, m in result.per_subset.items()},
+            "num_queries": int(result.num_queries),
+            "num_valid_queries": int(result.num_valid_queries),
+            "gallery_size": int(result.gallery_size),
+            "skipped_images": skipped,
+            "ckpt_path": str(trainer.ckpt_path) if trainer.ckpt_path else info.get("ckpt_path"),
+            "git_sha": git_sha(),
+            "versions": versions(),
+            "wall_time_s": round(time.time() - info["start_time"], 3) if "start_time" in info else round(eval_s, 3),
+            "eval_time_s": round(eval_s, 3),
+            "started_at": info.get("started_at", now_iso()),
+            "hardware": hardware(),
+            "stage": stage,
+            "epoch": trainer.current_epoch,
+            "global_step": trainer.global_step,
+        }
+        self.last_payload = payload
+        write_json_atomic(run_dir / self.results_file, payload)
+        if stage == "test" and self.save_rankings:
+            write_rankings(run_dir / "rankings.jsonl", data, result, dm.resolved_root_for_images, self.save_rankings)
+        if stage == "test" and self.cirr_export:
+            from fashion_bench.retrieval.export import write_cirr_submission
+
+            names = data.gallery_ids
+            write_cirr_submission(
+                run_dir / "cirr_submission",
+                [q.query_id for q in data.queries],
+                [[names[i] for i in row if i >= 0][:50] for row in result.topk.tolist()],
+                [[names[i] for i in row if i >= 0][:3] for row in (result.subset_topk.tolist() if result.subset_topk is not None else [])],
+            )
+
+
+def build_eval_inputs(data: EvalSplit, query_emb: torch.Tensor, gallery_emb: torch.Tensor) -> EvalInputs:
+    """Translate a split's id-based relations into the gallery indices the protocol engine works on."""
+    split = data.split
+    position = {item_id: i for i, item_id in enumerate(data.gallery_ids)}
+    queries = split.queries
+
+    def indices(ids: list[str]) -> list[int]:
+        return [position[i] for i in ids]
+
+    def query_item(q, field: str) -> str:
+        return getattr(split.items[q.image], field) if q.image is not None else ""
+
+    return EvalInputs(
+        query_emb=query_emb,
+        gallery_emb=gallery_emb,
+        query_ids=[q.query_id for q in queries],
+        gallery_ids=list(data.gallery_ids),
+        positives=[indices(q.positives) for q in queries],
+        exclude=[indices(q.exclude) for q in queries],
+        subset=[indices(q.subset) for q in queries],
+        query_category=[q.category for q in queries],
+        query_image_index=[position.get(q.image, -1) if q.image is not None else -1 for q in queries],
+        query_domain=[query_item(q, "domain") for q in queries],
+        query_identity=[query_item(q, "identity") for q in queries],
+        gallery_domain=[split.items[i].domain for i in data.gallery_ids],
+        gallery_identity=[split.items[i].identity for i in data.gallery_ids],
+    )
+
+
+def write_rankings(path: Path, data: EvalSplit, result: EvalResult, image_root: Path, top_k: int) -> None:
+    """One line per query: the query (text, image path) and its top-K results with scores and relevance."""
+    items = data.split.items
+
+    def image_path(item_id: str) -> str:
+        image = Path(items[item_id].image)
+        return str(image if image.is_absolute() else (image_root / image).resolve())
+
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w", encoding="utf-8") as fh:
+        for q, row, scores in zip(data.queries, result.topk.tolist(), result.topk_scores.tolist()):
+            positives = set(q.positives)
+            results = [
+                {"item_id": data.gallery_ids[i], "image": image_path(data.gallery_ids[i]), "score": round(float(s), 5), "positive": data.gallery_ids[i] in positives}
+                for i, s in zip(row[:top_k], scores[:top_k])
+                if i >= 0
+            ]
+            line = {"query_id": q.query_id, "query_text": list(q.text), "query_image": image_path(q.image) if q.image else None, "results": results}
+            fh.write(json.dumps(line, ensure_ascii=False) + "\n")
+    tmp.replace(path)
