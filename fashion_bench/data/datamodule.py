@@ -151,7 +151,8 @@ class FashionDataModule(pl.LightningDataModule):
         return self._splits[name]
 
     def _check_images(self, split: Split) -> None:
-        missing = [(i, it.image) for i, it in split.items.items() if not isinstance(it.image, bytes) and not self._image_path(it.image).exists()]
+        paths = ((i, self._image_path(it.image)) for i, it in split.items.items() if not isinstance(it.image, bytes))
+        missing = [(i, p) for i, p in paths if not p.exists()]
         if not missing:
             return
         listing = "; ".join(f"item '{i}': {p}" for i, p in missing[:10])

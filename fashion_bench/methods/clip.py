@@ -19,6 +19,8 @@ from fashion_bench.methods.base import EncoderConfig, OptimConfig, RetrievalMeth
 
 
 class ClipMethod(RetrievalMethod):
+    method_name = "clip"
+
     def __init__(
         self,
         encoder: EncoderConfig | None = None,
