@@ -1,0 +1,45 @@
+"""Leaderboard report: results.json files -> markdown/CSV tables, plots, retrieval galleries, regression check.
+
+Light by design: nothing here imports torch, lightning, open_clip or faiss; matplotlib and PIL load only
+when plots or galleries are rendered. Entry point: ``fashion-bench report`` (:func:`main`).
+"""
+
+from fashion_bench.report.cli import main
+from fashion_bench.report.collect import (
+    SCHEMA_VERSION,
+    Collection,
+    InvalidResults,
+    Run,
+    Skipped,
+    Superseded,
+    collect,
+    load_run,
+)
+from fashion_bench.report.gallery import GalleryPage, gallery_index, gallery_page
+from fashion_bench.report.regression import (
+    Expectation,
+    ExpectedFileError,
+    RegressionResult,
+    check_expected,
+    load_expected,
+)
+from fashion_bench.report.tables import (
+    PublishedSet,
+    Stat,
+    Table,
+    build_tables,
+    load_published,
+    render_leaderboard,
+    render_published,
+    render_table,
+    runs_csv,
+)
+
+__all__ = [
+    "SCHEMA_VERSION", "Collection", "InvalidResults", "Run", "Skipped", "Superseded", "collect", "load_run",
+    "GalleryPage", "gallery_index", "gallery_page",
+    "Expectation", "ExpectedFileError", "RegressionResult", "check_expected", "load_expected",
+    "PublishedSet", "Stat", "Table", "build_tables", "load_published", "render_leaderboard",
+    "render_published", "render_table", "runs_csv",
+    "main",
+]

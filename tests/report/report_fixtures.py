@@ -1,0 +1,43 @@
+"""Builders of fixture results.json files in tmp_path (the report tests never read shared or real runs)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+CIR_PROTOCOL = {"name": "synth-cir", "task": "cir", "ks": [1, 5, 10, 50], "headline": ["R@10", "R@50"],
+                "primary_metric": "headline"}
+T2I_PROTOCOL = {"name": "synth-t2i", "task": "t2i", "ks": [1, 5, 10], "headline": [],
+                "primary_metric": "mean_recall"}
+ID_PROTOCOL = {"name": "synth-id", "task": "id", "ks": [1, 5, 10], "headline": [], "primary_metric": "mAP"}
+
+
+def results(experiment: str, seed: int, metrics: dict[str, float], *, protocol: dict[str, Any] = CIR_PROTOCOL,
+            split: str = "val", started_at: str = "2024-01-01T10:00:00", **extra: Any) -> dict[str, Any]:
+    method, dataset = experiment.split("__")
+    return {
+        "schema_version": 1, "experiment": experiment, "method": method, "dataset": dataset,
+        "task": protocol["task"], "split": split, "protocol": protocol,
+        "encoder": {"name": "tiny-vit-64", "pretrained": "/ckpt/tiny.pt"}, "seed": seed, "metrics": metrics,
+        "per_subset": {}, "num_queries": 100, "num_valid_queries": 100, "gallery_size": 500,
+        "ckpt_path": None, "git_sha": "abc123", "versions": {"python": "3.11"}, "wall_time_s": 12.5,
+        "started_at": started_at, "hardware": "cpu", **extra,
+    }
+
+
+def write_run(root: Path, data: dict[str, Any] | str, run: str | None = None) -> Path:
+    """Write ``data`` (a dict, or raw text for corrupt files) as runs/<experiment>/<run>/results.json."""
+    if isinstance(data, dict):
+        experiment = data.get("experiment", "unknown")
+        run = run or f"{data.get('started_at', '20240101T0')[:10].replace('-', '')}-000000_seed{data.get('seed')}"
+    else:
+        experiment = "broken"
+    path = root / experiment / (run or "run") / "results.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(data if isinstance(data, str) else json.dumps(data), encoding="utf-8")
+    return path
+
+
+def cir(headline: float, r1: float, r5: float, r10: float, r50: float) -> dict[str, float]:
+    return {"headline": headline, "R@1": r1, "R@5": r5, "R@10": r10, "R@50": r50}
