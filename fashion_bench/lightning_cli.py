@@ -67,6 +67,7 @@ class FashionCLI(LightningCLI):
                 "checkpoint.save_last": True,
                 "checkpoint.filename": "best-{epoch}-{step}",
                 "checkpoint.auto_insert_metric_name": False,
+                "checkpoint.save_on_train_epoch_end": False,  # save where val/primary exists; keeps last.ckpt resumable
             }
         )
         parser.add_lightning_class_args(RetrievalEvaluator, "evaluator")
@@ -118,6 +119,17 @@ class FashionCLI(LightningCLI):
                     "started_at": now_iso(),
                     "ckpt_path": cfg.get("ckpt_path"),
                 }
+
+
+    def after_fit(self) -> None:
+        """results.json must describe the final weights: validate once more when training stopped (e.g. by
+        ``max_steps`` mid-epoch) after the last validation."""
+        evaluator = next((c for c in self.trainer.callbacks if isinstance(c, RetrievalEvaluator)), None)
+        if evaluator is None or self.trainer.interrupted:
+            return
+        last = evaluator.last_payload
+        if last is None or last.get("global_step") != self.trainer.global_step:
+            self.trainer.validate(self.model, datamodule=self.datamodule, verbose=False)
 
 
 def run(argv: list[str]) -> int:

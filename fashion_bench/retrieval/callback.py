@@ -150,13 +150,16 @@ class RetrievalEvaluator(pl.Callback):
                 pl_module.encode_gallery({"image_features": chunk.to(pl_module.device)}).float().cpu()
                 for chunk in image_features.split(4096)
             ])
-        result = run_protocol(protocol, build_eval_inputs(data, query_emb, gallery_emb), top_n=max(50, self.save_rankings))
+        wants_rankings = stage == "test" and (self.save_rankings or self.cirr_export)
+        top_n = max(50, self.save_rankings) if wants_rankings else 0  # top-K lists cost a second gallery pass
+        result = run_protocol(protocol, build_eval_inputs(data, query_emb, gallery_emb), top_n=top_n)
         self.last_result = result
         for name, value in result.metrics.items():
             pl_module.log(f"{stage}/{name}", float(value), sync_dist=False)
         for subset, metrics in result.per_subset.items():
             for name, value in metrics.items():
-                pl_module.log(f"{stage}/{subset}/{name}", float(value), sync_dist=False)
+                if not name.startswith("num_"):
+                    pl_module.log(f"{stage}/{subset}/{name}", float(value), sync_dist=False)
         pl_module.log(f"{stage}/primary", float(result.metrics[protocol.primary_metric]), sync_dist=False, prog_bar=True)
         if trainer.global_rank == 0:
             self._write_outputs(trainer, pl_module, dm, data, protocol, result, skipped, stage, time.perf_counter() - started)
@@ -177,7 +180,7 @@ class RetrievalEvaluator(pl.Callback):
             "encoder": {"name": getattr(encoder, "model", None), "pretrained": getattr(encoder, "pretrained", None)},
             "seed": info.get("seed"),
             "metrics": {k: float(v) for k, v in result.metrics.items()},
-            "per_subset": {s: {k: float(v) for k, v in m.items()} for s, m in result.per_subset.items()},
+            "per_subset": {s: {k: float(v) for k, v in m.items() if not k.startswith("num_")} for s, m in result.per_subset.items()},
             "num_queries": int(result.num_queries),
             "num_valid_queries": int(result.num_valid_queries),
             "gallery_size": int(result.gallery_size),

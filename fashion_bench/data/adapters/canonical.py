@@ -34,8 +34,7 @@ def synthetic_loader(
     from fashion_bench.data.synthetic import ensure_world
 
     world = Path(world_dir) if world_dir else root / f"{preset}-seed{seed}"
-    if not (world / ".complete").exists():
-        ensure_world(world, preset=preset, seed=seed)
+    ensure_world(world, preset=preset, seed=seed)  # regenerates a world made with other knobs or generator version
     return canonical_loader(world, dataset)
 
 

@@ -1,0 +1,320 @@
+"""Exact inner-product ranking primitives shared by the metrics and the protocols.
+
+The definition every result follows: a query ranks the gallery by descending inner product, computed in
+float64 from the values as given, ties going to the lower gallery index. Fast paths compute float32 scores
+(torch GEMMs, faiss) and bound their error (:func:`error_band`); whatever lies within that band of a
+decision is rescored in float64 (:func:`pair_scores`), so fast and exact paths agree up to float64 rounding
+(exactly, for inputs whose dot products are exactly representable, e.g. quantised embeddings).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from functools import cached_property
+from itertools import chain
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from torch import Tensor
+
+Backend = Literal["fast", "exact"]
+BACKENDS = ("fast", "exact")
+
+SCORE_BLOCK = 1 << 23  # float32 scores per GEMM block (32 MB)
+EXACT_BLOCK = 1 << 21  # float64 scores per block in the exact reference path
+PAIR_BLOCK = 1024  # (query, item) pairs rescored at once (larger blocks fall out of cache)
+QUERY_BLOCK = 2048  # queries per block of the fast paths
+GALLERY_ALIGN = 1024  # gallery block widths are multiples of this (odd widths slow MKL's sgemm down)
+TOPK_MARGIN = 16  # extra faiss candidates beyond k and the query's exclusions
+MAX_NORM = 1e18  # larger rows would overflow float32 scores
+
+
+@dataclass(frozen=True)
+class Embeddings:
+    """A validated [N, D] embedding matrix on the CPU."""
+
+    f32: Tensor  # contiguous float32, for GEMMs and faiss
+    exact: Tensor  # the values as given (float32 or float64), for float64 rescoring
+    norms: Tensor  # float64 row L2 norms, for the float32 error band
+
+    @classmethod
+    def prepare(cls, x: Any, name: str) -> Embeddings:
+        """Convert a tensor or array (any device, any float dtype) without copying float32 CPU input."""
+        t = x.detach().cpu() if isinstance(x, Tensor) else torch.from_numpy(np.ascontiguousarray(x))
+        if t.ndim != 2:
+            raise ValueError(f"{name} must be 2-D [N, D], got shape {tuple(t.shape)}")
+        if not t.is_floating_point():
+            raise ValueError(f"{name} must hold floats, got {t.dtype}")
+        exact = (t if t.dtype in (torch.float32, torch.float64) else t.float()).contiguous()
+        norms = torch.cat([torch.linalg.vector_norm(c, dim=1) for c in _row_chunks(exact)]).double()
+        suspect = (~torch.isfinite(norms)).nonzero().flatten()
+        rows = suspect[~torch.isfinite(exact[suspect]).all(1)]
+        if rows.numel():
+            raise ValueError(
+                f"{name} has {rows.numel()} of {len(norms)} rows with NaN or infinite values "
+                f"(first: row {rows[0].item()})"
+            )
+        if norms.numel() and not norms.max() <= MAX_NORM:
+            raise ValueError(f"{name} has rows with L2 norm above {MAX_NORM:g}, too large to score in float32")
+        return cls(exact if exact.dtype == torch.float32 else exact.float(), exact, norms)
+
+    def __len__(self) -> int:
+        return self.f32.shape[0]
+
+    @property
+    def dim(self) -> int:
+        return self.f32.shape[1]
+
+
+def _row_chunks(x: Tensor) -> Sequence[Tensor]:
+    return x.split(max(1, SCORE_BLOCK // max(1, x.shape[1]))) if len(x) else [x]
+
+
+def check_pair(query: Embeddings, gallery: Embeddings) -> None:
+    if query.dim != gallery.dim:
+        raise ValueError(
+            f"query and gallery embedding dimensions differ: query_emb has shape {tuple(query.f32.shape)}, "
+            f"gallery_emb has shape {tuple(gallery.f32.shape)}"
+        )
+    if len(gallery) == 0:
+        raise ValueError("the gallery is empty: gallery_emb has 0 rows")
+
+
+@dataclass(frozen=True)
+class Csr:
+    """Ragged rows of sorted, unique ints in [0, width): per-query gallery indices, or ranks."""
+
+    ptr: Tensor  # [num_rows + 1] int64
+    idx: Tensor  # [nnz] int64
+    width: int
+
+    @classmethod
+    def from_pairs(cls, rows: Tensor, vals: Tensor, num_rows: int, width: int) -> Csr:
+        keys = torch.unique(rows * width + vals)
+        key_rows = keys // width
+        ptr = torch.zeros(num_rows + 1, dtype=torch.int64)
+        ptr[1:] = torch.bincount(key_rows, minlength=num_rows).cumsum(0)
+        return cls(ptr, keys - key_rows * width, width)
+
+    @classmethod
+    def from_lists(cls, lists: Sequence[Sequence[int]], num_rows: int, width: int, name: str) -> Csr:
+        """Validate per-query lists of gallery indices; duplicates collapse, order does not matter."""
+        if len(lists) != num_rows:
+            raise ValueError(f"{name} has {len(lists)} entries for {num_rows} queries")
+        try:
+            lengths = [len(row) for row in lists]
+        except TypeError:
+            raise ValueError(f"{name} must hold one list of gallery indices per query") from None
+        vals = torch.tensor(list(chain.from_iterable(lists)))
+        if vals.numel() and (vals.dtype == torch.bool or vals.is_floating_point() or vals.is_complex()):
+            raise ValueError(f"{name} must hold integer gallery indices, got {vals.dtype}")
+        vals = vals.long()
+        rows = torch.repeat_interleave(torch.arange(num_rows), torch.tensor(lengths, dtype=torch.int64))
+        bad = ((vals < 0) | (vals >= width)).nonzero().flatten()
+        if bad.numel():
+            first = bad[0].item()
+            raise ValueError(
+                f"{name}[{rows[first].item()}] contains {vals[first].item()}, outside the gallery index "
+                f"range [0, {width})"
+            )
+        return cls.from_pairs(rows, vals, num_rows, width)
+
+    @property
+    def num_rows(self) -> int:
+        return self.ptr.numel() - 1
+
+    def counts(self) -> Tensor:
+        return self.ptr.diff()
+
+    @cached_property
+    def row_ids(self) -> Tensor:
+        return torch.repeat_interleave(torch.arange(self.num_rows), self.counts())
+
+    @cached_property
+    def keys(self) -> Tensor:
+        return self.row_ids * self.width + self.idx
+
+    def contains(self, rows: Tensor, vals: Tensor) -> Tensor:
+        """Elementwise: is ``vals`` in row ``rows`` (broadcast shapes; negative vals are never contained)."""
+        if self.idx.numel() == 0:
+            return torch.zeros(torch.broadcast_shapes(rows.shape, vals.shape), dtype=torch.bool)
+        keys = rows * self.width + vals
+        pos = torch.searchsorted(self.keys, keys).clamp_(max=self.keys.numel() - 1)
+        return (self.keys[pos] == keys) & (vals >= 0)
+
+    def entries(self, rows: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """(position of the row within ``rows``, position within the row, value) of every entry of the
+        given rows, row by row."""
+        counts = self.counts()[rows]
+        local = torch.repeat_interleave(torch.arange(len(rows)), counts)
+        within = torch.arange(local.numel()) - torch.repeat_interleave(counts.cumsum(0) - counts, counts)
+        return local, within, self.idx[self.ptr[rows][local] + within]
+
+    def padded(self, rows: Tensor) -> Tensor:
+        """[len(rows), max count] values of the given rows, padded with -1."""
+        local, within, vals = self.entries(rows)
+        width = int(self.counts()[rows].max()) if len(rows) else 0
+        out = torch.full((len(rows), width), -1, dtype=torch.int64)
+        out[local, within] = vals
+        return out
+
+    def select(self, keep: Tensor) -> Csr:
+        return Csr.from_pairs(self.row_ids[keep], self.idx[keep], self.num_rows, self.width)
+
+    def take_rows(self, rows: Tensor) -> Csr:
+        local, _, vals = self.entries(rows)
+        return Csr.from_pairs(local, vals, len(rows), self.width)
+
+    def union(self, other: Csr) -> Csr:
+        return Csr.from_pairs(
+            torch.cat([self.row_ids, other.row_ids]), torch.cat([self.idx, other.idx]), self.num_rows, self.width
+        )
+
+    def transpose(self) -> Csr:
+        """Row i of the result lists the rows that contain i (e.g. image -> its matching texts)."""
+        return Csr.from_pairs(self.idx, self.row_ids, self.width, self.num_rows)
+
+
+@dataclass(frozen=True)
+class Exclusions:
+    """Gallery items removed from each query's ranking: explicit lists, and optionally a per-group mask
+    (``allowed[group[q]]`` lists the items query q may see), which keeps domain rules O(groups x G)."""
+
+    lists: Csr
+    allowed: Tensor | None = None  # [num_groups, G] bool
+    group: Tensor | None = None  # [Q] int64
+
+    def contains(self, rows: Tensor, vals: Tensor) -> Tensor:
+        hit = self.lists.contains(rows, vals)
+        if self.allowed is not None:
+            hit |= ~self.allowed[self.group[rows], vals.clamp(min=0)]
+        return hit
+
+    def masker(self, rows: Tensor) -> Callable[[Tensor, int], None]:
+        """A function setting the excluded entries of a score block [len(rows), gallery slice] to -inf."""
+        local, _, cols = self.lists.entries(rows)
+        groups = None if self.allowed is None else self.group[rows]
+
+        def apply(block: Tensor, g0: int) -> None:
+            g1 = g0 + block.shape[1]
+            sel = (cols >= g0) & (cols < g1)
+            block[local[sel], cols[sel] - g0] = -torch.inf
+            if groups is not None:
+                block.masked_fill_(~self.allowed[:, g0:g1][groups], -torch.inf)
+
+        return apply
+
+    def with_lists(self, lists: Csr) -> Exclusions:
+        return Exclusions(lists, self.allowed, self.group)
+
+
+def error_band(query: Embeddings, gallery: Embeddings) -> Tensor:
+    """[Q] float64 bound on |float32 score - float64 score| for any summation order (faiss or BLAS).
+
+    Rounding the inputs to float32 and a D-term dot product cost at most gamma_{D+2} * sum|x_k y_k|
+    <= gamma_{D+2} * |x| |y| (Cauchy-Schwarz); a small absolute term covers underflow. Widened by 2%.
+    """
+    d = query.dim
+    unit = 2.0**-24
+    gamma = (d + 2) * unit / (1 - (d + 2) * unit)
+    g_norm = gallery.norms.max()
+    return 1.02 * (gamma * query.norms * g_norm + d * 2.0**-140 * (1 + query.norms + g_norm))
+
+
+def pair_scores(query: Embeddings, gallery: Embeddings, rows: Tensor, cols: Tensor) -> Tensor:
+    """Exact float64 scores of (query row, gallery item) pairs, any shape; pairs with col < 0 get -inf."""
+    flat_rows, flat_cols = rows.expand_as(cols).reshape(-1), cols.reshape(-1)
+    valid = flat_cols >= 0
+    out = torch.full(flat_cols.shape, -torch.inf, dtype=torch.float64)
+    for part in valid.nonzero().flatten().split(PAIR_BLOCK):
+        q = query.exact[flat_rows[part]].double()
+        out[part] = (q * gallery.exact[flat_cols[part]].double()).sum(1)
+    return out.view(cols.shape)
+
+
+def order_candidates(cand: Tensor, scores: Tensor) -> tuple[Tensor, Tensor]:
+    """Sort each row's candidates by (score desc, index asc); -inf scores are dropped to the end as -1."""
+    by_index = cand.argsort(dim=1, stable=True)
+    cand, scores = cand.gather(1, by_index), scores.gather(1, by_index)
+    by_score = scores.argsort(dim=1, descending=True, stable=True)
+    cand, scores = cand.gather(1, by_score), scores.gather(1, by_score)
+    return cand.masked_fill(scores == -torch.inf, -1), scores
+
+
+def score_blocks(query: Embeddings, gallery: Embeddings, rows: slice) -> Iterator[tuple[int, Tensor]]:
+    """(g0, float32 scores of the query rows against gallery[g0:g0+n]) per block; the buffer is reused."""
+    q = query.f32[rows]
+    step = max(GALLERY_ALIGN, SCORE_BLOCK // max(1, len(q)) // GALLERY_ALIGN * GALLERY_ALIGN)
+    buffer = torch.empty(len(q), min(step, len(gallery)))
+    for g0 in range(0, len(gallery), step):
+        g = gallery.f32[g0 : g0 + step]
+        block = buffer[:, : len(g)]
+        torch.mm(q, g.T, out=block)
+        yield g0, block
+
+
+def exact_orders(
+    query: Embeddings, gallery: Embeddings, exclusions: Exclusions, rows: Tensor
+) -> Iterator[tuple[Tensor, Tensor, Tensor]]:
+    """Reference path: (rows, full ranking [n, G] padded with -1, float64 scores) per block of queries,
+    by sorting the float64 scores of every gallery item. Scores come from :func:`pair_scores`, not a
+    GEMM, whose result for a pair can depend on the pair's position (duplicated rows must tie)."""
+    size = len(gallery)
+    items = torch.arange(size)
+    for chunk in rows.split(max(1, EXACT_BLOCK // size)):
+        scores = pair_scores(query, gallery, chunk[:, None], items.expand(len(chunk), size))
+        exclusions.masker(chunk)(scores, 0)
+        order, sorted_scores = order_candidates(items.expand(len(chunk), size), scores)
+        yield chunk, order, sorted_scores
+
+
+def topk(
+    query: Embeddings, gallery: Embeddings, k: int, exclusions: Exclusions, backend: Backend = "fast"
+) -> tuple[Tensor, Tensor]:
+    """Each query's top k gallery items after exclusions: (indices [Q, k] int64 padded with -1,
+    float64 scores [Q, k] padded with -inf)."""
+    idx = torch.full((len(query), k), -1, dtype=torch.int64)
+    scores = torch.full((len(query), k), -torch.inf, dtype=torch.float64)
+    if k == 0 or len(query) == 0:
+        return idx, scores
+    pending = torch.arange(len(query))
+    if backend == "fast":
+        pending = _faiss_topk(query, gallery, k, exclusions, idx, scores)
+    width = min(k, len(gallery))
+    for rows, order, sorted_scores in exact_orders(query, gallery, exclusions, pending):
+        idx[rows, :width] = order[:, :width]
+        scores[rows, :width] = sorted_scores[:, :width]
+    return idx, scores
+
+
+def _faiss_topk(
+    query: Embeddings, gallery: Embeddings, k: int, exclusions: Exclusions, idx: Tensor, scores: Tensor
+) -> Tensor:
+    """Fill ``idx``/``scores`` from faiss candidates rescored in float64; returns the rows not certified.
+
+    faiss returns the top kk by float32 score in an unspecified tie order. A row is certified when its k-th
+    item (after exclusions, exact order) scores above the kk-th float32 candidate plus the error band: then
+    no item outside the candidates can belong to the top k.
+    """
+    import faiss
+
+    size = len(gallery)
+    band = error_band(query, gallery)
+    excluded = exclusions.lists.counts()
+    failed = []
+    for rows in torch.arange(len(query)).split(QUERY_BLOCK):
+        kk = min(size, k + TOPK_MARGIN + int(excluded[rows].max()))
+        d32, cand = faiss.knn(query.f32[rows].numpy(), gallery.f32.numpy(), kk, metric=faiss.METRIC_INNER_PRODUCT)
+        cand = torch.from_numpy(cand)
+        exact = pair_scores(query, gallery, rows[:, None], cand)
+        exact.masked_fill_(exclusions.contains(rows[:, None], cand), -torch.inf)
+        order, sorted_scores = order_candidates(cand, exact)
+        width = min(k, kk)
+        idx[rows, :width] = order[:, :width]
+        scores[rows, :width] = sorted_scores[:, :width]
+        if kk < size:
+            sure = sorted_scores[:, k - 1] > torch.from_numpy(d32[:, -1]).double() + band[rows]
+            failed.append(rows[~sure])
+    return torch.cat(failed) if failed else torch.empty(0, dtype=torch.int64)
