@@ -24,6 +24,12 @@ def tiny_weights(tmp_path_factory, tiny_encoder):
     return export_open_clip_checkpoint(tiny_encoder, tmp_path_factory.mktemp("weights") / "synth-clip-tiny.pt")
 
 
+@pytest.fixture(autouse=True)
+def _run_in_tmp(tmp_path, monkeypatch):
+    """Relative paths in configs (e.g. publish_to: weights/...) must land in the test's folder, not the checkout."""
+    monkeypatch.chdir(tmp_path)
+
+
 def tiny_args(tiny_world: Path, runs: Path, weights: Path | None = None) -> list[str]:
     args = [
         "--data.root", str(tiny_world.parent), "--data.synthetic_preset", "tiny", "--data.num_workers", "0",
