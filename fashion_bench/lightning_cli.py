@@ -75,7 +75,8 @@ class FashionCLI(LightningCLI):
 
     def before_instantiate_classes(self) -> None:
         cfg = self.config[self.subcommand] if self.subcommand else self.config
-        if cfg.get("seed_everything") in (None, True):
+        seed = cfg.get("seed_everything")
+        if seed is None or seed is True:  # `in (None, True)` would also match the seed 1
             cfg["seed_everything"] = DEFAULT_SEED
             cfg["data"]["seed"] = DEFAULT_SEED
         seed = int(cfg["seed_everything"])

@@ -89,7 +89,7 @@ class RetrievalMethod(pl.LightningModule):
     # --- training helpers -------------------------------------------------------------------------------------
     def gather(self, x: torch.Tensor) -> torch.Tensor:
         """Concatenate a per-rank batch tensor across ranks, keeping gradients (identity in one process)."""
-        if self.trainer is None or self.trainer.world_size == 1:
+        if self._trainer is None or self.trainer.world_size == 1:
             return x
         return self.all_gather(x, sync_grads=True).flatten(0, 1)
 
@@ -115,7 +115,7 @@ class RetrievalMethod(pl.LightningModule):
             [{"params": decay, "weight_decay": self.optim.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
             lr=self.optim.lr, betas=self.optim.betas, eps=self.optim.eps,
         )
-        total = max(1, int(self.trainer.estimated_stepping_batches)) if self.trainer is not None else 1
+        total = max(1, int(self.trainer.estimated_stepping_batches)) if self._trainer is not None else 1
         warmup, cosine = self.optim.warmup_steps, self.optim.schedule == "cosine"
 
         def factor(step: int) -> float:

@@ -79,9 +79,11 @@ def test_resume_from_last_matches_uninterrupted_run(tiny_world, tiny_weights, tm
     """Stop after epoch 0 (tiny: 132 images / batch 16 = 8 steps; Lightning marks a run stopped by max_steps as
     finished, so the interruption is made by max_epochs), resume with --ckpt_path last up to max_steps 12, in
     the middle of epoch 1. The schedule is constant because a cosine horizon follows
-    max_steps, which a real kill would not change."""
+    max_steps, which a real kill would not change. Seed 1 also checks that an explicit seed 1 is kept (not read
+    as ``True``, the "pick a seed" flag)."""
     config = str(REPO / "configs/experiment/clip__synth-t2i.yaml")
-    common = ["--config", config, "--trainer.max_epochs", "2", "--model.init_args.optim.warmup_steps", "0", "--model.init_args.optim.schedule", "constant"]
+    common = ["--config", config, "--trainer.max_epochs", "2", "--model.init_args.optim.warmup_steps", "0", "--model.init_args.optim.schedule", "constant",
+              "--seed_everything", "1"]
     whole, parts = tmp_path / "whole", tmp_path / "parts"
     run_cli(["fit", *common, *tiny_args(tiny_world, whole, tiny_weights), "--trainer.max_steps", "12"])
     run_cli(["fit", *common, *tiny_args(tiny_world, parts, tiny_weights), "--trainer.max_epochs", "1"])
@@ -89,6 +91,7 @@ def test_resume_from_last_matches_uninterrupted_run(tiny_world, tiny_weights, tm
     (a,) = results_of(whole, "clip__synth-t2i")
     (b,) = results_of(parts, "clip__synth-t2i")  # the resumed run wrote into the same run directory
     assert a["global_step"] == b["global_step"] == 12
+    assert a["seed"] == b["seed"] == 1 and next((whole / "clip__synth-t2i").iterdir()).name.endswith("_seed1")
     for name, value in a["metrics"].items():
         assert b["metrics"][name] == pytest.approx(value, abs=1e-6), name
 

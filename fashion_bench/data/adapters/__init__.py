@@ -47,4 +47,9 @@ def open_dataset(name: str, root: str | Path | None, **kwargs: Any) -> tuple[Dat
 
 
 def _load_builtin_adapters() -> None:
-    from fashion_bench.data.adapters import canonical, manifest  # noqa: F401  (modules register themselves)
+    """Import every module of this package once: each registers the datasets it serves."""
+    import importlib
+    import pkgutil
+
+    for module in pkgutil.iter_modules(__path__):
+        importlib.import_module(f"{__name__}.{module.name}")
