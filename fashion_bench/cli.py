@@ -19,6 +19,8 @@ Train and evaluate (LightningCLI; repeat --config, then dotted overrides):
 
 Data and results:
   data synth   generate the synthetic fashion world:  fashion-bench data synth --preset small --out DIR
+  data verify  check a dataset copy, print its counts: fashion-bench data verify --config configs/data/cirr.yaml --data.root DIR
+  data wab-frames  extract WAB's annotated video frames: fashion-bench data wab-frames --root DIR
   report       runs -> leaderboard, plots, galleries:   fashion-bench report [--runs DIR] [--out docs]
 
 Each command has its own --help. Runs go to runs/<experiment>/<YYYYmmdd-HHMMSS>_seed<S>/.

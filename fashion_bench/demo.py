@@ -56,6 +56,7 @@ def demo_steps() -> list[Step]:
     for dataset in ("synth-id", "synth-cir"):
         steps.append(zero_shot(f"clip__{dataset}"))
         steps += fit_and_test(f"clip__{dataset}")
+    steps += fit_and_test("clip4cir-stage1__synth-cir") + fit_and_test("clip4cir__synth-cir")
     return steps
 
 

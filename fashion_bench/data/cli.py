@@ -21,6 +21,8 @@ def _synth(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from fashion_bench.data import verify, wab_frames
+
     parser = argparse.ArgumentParser(prog="fashion-bench data", description="Dataset tools")
     sub = parser.add_subparsers(dest="command", required=True)
     synth = sub.add_parser("synth", help="generate the synthetic fashion world (deterministic by seed)")
@@ -30,9 +32,16 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
     synth.add_argument("--quiet", action="store_true", help="no progress bar")
     synth.set_defaults(func=_synth)
+    wab_frames.add_parser(sub)
+    verify.add_parser(sub)
     return parser
 
 
 def main(argv: list[str]) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if getattr(args, "takes_extra", False):  # subcommands taking dotted config overrides (verify)
+        return args.func(args, extra)
+    if extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     return args.func(args)

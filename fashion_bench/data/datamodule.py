@@ -8,7 +8,6 @@ normalisation and the tokenizer come from the method being trained (its encoder)
 
 from __future__ import annotations
 
-import inspect
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +17,7 @@ import lightning.pytorch as pl
 import torch
 from torch.utils.data import DataLoader
 
-from fashion_bench.data.adapters import open_dataset
+from fashion_bench.data.adapters import open_configured
 from fashion_bench.data.datasets import (
     EvalImageDataset,
     ImageLoader,
@@ -29,7 +28,7 @@ from fashion_bench.data.datasets import (
 from fashion_bench.data.samplers import EpochShuffleSampler, IdentityBatchSampler
 from fashion_bench.data.schema import TASKS, DataError, Split
 from fashion_bench.data.store import arrow_rows
-from fashion_bench.data.transforms import ImageSpec, build_image_transform
+from fashion_bench.data.transforms import ImageSpec, build_image_transform, image_available
 
 log = logging.getLogger(__name__)
 
@@ -125,20 +124,9 @@ class FashionDataModule(pl.LightningDataModule):
 
     @staticmethod
     def _open(dataset, root, task, preset, seed, adapter_args):
-        from fashion_bench.data.adapters import dataset_info
-
-        info = dataset_info(dataset)
-        kwargs = dict(adapter_args or {})
-        params = inspect.signature(info.loader).parameters
-        if "preset" in params:
-            kwargs.setdefault("preset", preset)
-            kwargs.setdefault("seed", seed)
-        if "task" in params and task:
-            kwargs.setdefault("task", task)
-        unknown = set(kwargs) - set(params)
-        if unknown:
-            raise ValueError(f"dataset '{dataset}' does not take adapter_args {sorted(unknown)}; it takes {sorted(set(params) - {'root', 'dataset'})}")
-        return open_dataset(dataset, root, **kwargs)
+        return open_configured(
+            dataset, root, task=task, synthetic_preset=preset, synthetic_seed=seed, adapter_args=adapter_args
+        )
 
     # --- set-up ---------------------------------------------------------------------------------------------
     def split(self, role: str) -> Split:
@@ -151,8 +139,9 @@ class FashionDataModule(pl.LightningDataModule):
         return self._splits[name]
 
     def _check_images(self, split: Split) -> None:
+        """Every image file (or HDF5 row, for image references) exists; see ``transforms.image_available``."""
         paths = ((i, self._image_path(it.image)) for i, it in split.items.items() if not isinstance(it.image, bytes))
-        missing = [(i, p) for i, p in paths if not p.exists()]
+        missing = [(i, p) for i, p in paths if not image_available(p)]
         if not missing:
             return
         listing = "; ".join(f"item '{i}': {p}" for i, p in missing[:10])
@@ -211,7 +200,9 @@ class FashionDataModule(pl.LightningDataModule):
             return 0, 0
         return trainer.current_epoch, trainer.fit_loop.epoch_loop.batch_progress.current.completed
 
-    def train_dataset(self):
+    def train_dataset(self, *, train_transforms: bool = True):
+        """The training dataset and, for image-text pairs, each row's identity. ``train_transforms=False`` gives
+        the evaluation transforms (e.g. to extract features of the training images once)."""
         split = self.split("train")
         assert self.preprocessing is not None
         tokenize = self.preprocessing.tokenize
@@ -220,13 +211,13 @@ class FashionDataModule(pl.LightningDataModule):
                 raise DataError(f"dataset '{self.dataset}' split '{split.name}': composed training needs triplets (queries), found none")
             rows = self._rows("triplets", [_query_row(q) for q in split.queries])
             items = {i: {"image": it.image} for i, it in split.items.items()}
-            return TripletDataset(rows, items, self._images(train=True), tokenize, seed=self.seed), None
+            return TripletDataset(rows, items, self._images(train=train_transforms), tokenize, seed=self.seed), None
         if not split.gallery:
             raise DataError(f"dataset '{self.dataset}' split '{split.name}' has no training images")
         records = [_item_row(split.items[i]) for i in split.gallery]
         labels = {identity: n for n, identity in enumerate(sorted({r["identity"] for r in records}))}
         rows = self._rows("pairs", records)
-        return PairDataset(rows, self._images(train=True), tokenize, labels, seed=self.seed), [r["identity"] for r in records]
+        return PairDataset(rows, self._images(train=train_transforms), tokenize, labels, seed=self.seed), [r["identity"] for r in records]
 
     @property
     def num_identities(self) -> int:

@@ -31,6 +31,11 @@ class DataError(ValueError):
     """A dataset file or record is malformed; the message names the file, the record and the field."""
 
 
+class SplitNotFound(DataError):
+    """A split's files are absent (rather than malformed); ``fashion-bench data verify`` reports the split as
+    not present and goes on with the others."""
+
+
 @dataclass
 class Item:
     item_id: str

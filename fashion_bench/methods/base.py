@@ -35,6 +35,13 @@ class EncoderConfig:
     grad_checkpointing: bool = False
     cache_dir: str | None = None
 
+    def __post_init__(self) -> None:
+        # `--model.init_args.encoder.pretrained null` reaches a `str | None` field as the string "None" through
+        # jsonargparse's omegaconf mode; no open_clip tag or file is called that, so read it as "no weights".
+        for name in ("pretrained", "cache_dir"):
+            if getattr(self, name) in ("None", "null", ""):
+                setattr(self, name, None)
+
     def build(self) -> ClipEncoder:
         return ClipEncoder(**asdict(self))
 

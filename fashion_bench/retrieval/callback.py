@@ -22,6 +22,7 @@ import torch
 from tqdm.auto import tqdm
 
 from fashion_bench.data.datamodule import EvalSplit, FashionDataModule
+from fashion_bench.data.schema import DataError
 from fashion_bench.retrieval.protocols import EvalInputs, EvalResult, get_protocol, run_protocol
 from fashion_bench.retrieval.results import (
     SCHEMA_VERSION,
@@ -142,6 +143,14 @@ class RetrievalEvaluator(pl.Callback):
             raise TypeError("RetrievalEvaluator needs a FashionDataModule")
         data = dm.eval_split(role)
         protocol = get_protocol(dm.protocol)
+        wants_rankings = stage == "test" and (self.save_rankings or self.cirr_export)
+        scored = any(q.positives for q in data.queries)  # False for splits without targets (CIRR test1)
+        if not scored and not wants_rankings:
+            raise DataError(
+                f"split '{data.name}' of dataset '{dm.dataset}' has no targets (none of its {len(data.queries)} queries "
+                "has a positive), so it cannot be scored; run `test` with --evaluator.save_rankings 50 (or "
+                "--evaluator.cirr_export true for CIRR) to export its rankings instead"
+            )
         image_features, skipped = self._gallery_features(pl_module, len(data.gallery_ids))
         reference_features = self._encode_references(trainer, pl_module, data)
         query_emb = self._encode_queries(trainer, pl_module, data, dm.task, image_features, reference_features)
@@ -150,22 +159,24 @@ class RetrievalEvaluator(pl.Callback):
                 pl_module.encode_gallery({"image_features": chunk.to(pl_module.device)}).float().cpu()
                 for chunk in image_features.split(4096)
             ])
-        wants_rankings = stage == "test" and (self.save_rankings or self.cirr_export)
         top_n = max(50, self.save_rankings) if wants_rankings else 0  # top-K lists cost a second gallery pass
         result = run_protocol(protocol, build_eval_inputs(data, query_emb, gallery_emb), top_n=top_n)
         self.last_result = result
-        for name, value in result.metrics.items():
-            pl_module.log(f"{stage}/{name}", float(value), sync_dist=False)
-        for subset, metrics in result.per_subset.items():
-            for name, value in metrics.items():
-                if not name.startswith("num_"):
-                    pl_module.log(f"{stage}/{subset}/{name}", float(value), sync_dist=False)
-        pl_module.log(f"{stage}/primary", float(result.metrics[protocol.primary_metric]), sync_dist=False, prog_bar=True)
+        if scored:
+            for name, value in result.metrics.items():
+                pl_module.log(f"{stage}/{name}", float(value), sync_dist=False)
+            for subset, metrics in result.per_subset.items():
+                for name, value in metrics.items():
+                    if not name.startswith("num_"):
+                        pl_module.log(f"{stage}/{subset}/{name}", float(value), sync_dist=False)
+            pl_module.log(f"{stage}/primary", float(result.metrics[protocol.primary_metric]), sync_dist=False, prog_bar=True)
+        else:
+            log.warning("split '%s' has no targets: its rankings are exported, no metrics and no %s are written", data.name, self.results_file)
         if trainer.global_rank == 0:
-            self._write_outputs(trainer, pl_module, dm, data, protocol, result, skipped, stage, time.perf_counter() - started)
+            self._write_outputs(trainer, pl_module, dm, data, protocol, result, skipped, stage, time.perf_counter() - started, scored)
 
     # --- outputs ------------------------------------------------------------------------------------------------
-    def _write_outputs(self, trainer, pl_module, dm, data: EvalSplit, protocol, result: EvalResult, skipped: int, stage: str, eval_s: float) -> None:
+    def _write_outputs(self, trainer, pl_module, dm, data: EvalSplit, protocol, result: EvalResult, skipped: int, stage: str, eval_s: float, scored: bool = True) -> None:
         run_dir = Path(trainer.default_root_dir)
         info = self.run_info
         encoder = getattr(pl_module, "encoder_config", None)
@@ -196,8 +207,9 @@ class RetrievalEvaluator(pl.Callback):
             "epoch": trainer.current_epoch,
             "global_step": trainer.global_step,
         }
-        self.last_payload = payload
-        write_json_atomic(run_dir / self.results_file, payload)
+        if scored:
+            self.last_payload = payload
+            write_json_atomic(run_dir / self.results_file, payload)
         if stage == "test" and self.save_rankings:
             write_rankings(run_dir / "rankings.jsonl", data, result, dm.resolved_root_for_images, self.save_rankings)
         if stage == "test" and self.cirr_export:
@@ -238,6 +250,7 @@ def build_eval_inputs(data: EvalSplit, query_emb: torch.Tensor, gallery_emb: tor
         query_identity=[query_item(q, "identity") for q in queries],
         gallery_domain=[split.items[i].domain for i in data.gallery_ids],
         gallery_identity=[split.items[i].identity for i in data.gallery_ids],
+        gallery_category=[split.items[i].category for i in data.gallery_ids],
     )
 
 

@@ -41,6 +41,7 @@ class Protocol:
     domain_subsets: bool = False  # id: per_subset "intra" (query's domain only) and "cross" (other domains)
     subset_ks: tuple[int, ...] = ()  # CIRR: Rsubset@k ranking only the query's subset (after exclusions)
     per_category: bool = False  # FashionIQ: per-category metrics; top level = mean over categories
+    category_gallery: bool = False  # FashionIQ: a query ranks only the gallery items of its own category
     headline: tuple[str, ...] = ()  # metrics averaged into metrics["headline"]
     primary_metric: str = "R@10"  # drives checkpointing
 
@@ -49,14 +50,15 @@ class Protocol:
             raise ValueError(f"protocol name must be a non-empty string, got {self.name!r}")
         if self.task not in TASKS:
             raise ValueError(f"protocol {self.name!r}: unknown task {self.task!r}; expected one of {TASKS}")
-        for flag in ("exclude_reference", "exclude_same_identity_and_domain", "domain_subsets", "per_category"):
+        for flag in ("exclude_reference", "exclude_same_identity_and_domain", "domain_subsets", "per_category",
+                     "category_gallery"):
             if not isinstance(getattr(self, flag), bool):
                 raise ValueError(f"protocol {self.name!r}: {flag} must be true or false, got {getattr(self, flag)!r}")
         self.ks = check_ks(self.ks, f"protocol {self.name!r}: ks")
         self.subset_ks = check_ks(self.subset_ks, f"protocol {self.name!r}: subset_ks")
         self.headline = tuple(self.headline)
         for flag, task in (("domain_subsets", "id"), ("exclude_same_identity_and_domain", "id"),
-                           ("subset_ks", "cir"), ("per_category", "cir")):
+                           ("subset_ks", "cir"), ("per_category", "cir"), ("category_gallery", "cir")):
             if getattr(self, flag) and self.task != task:
                 raise ValueError(f"protocol {self.name!r}: {flag} applies to task {task!r}, not {self.task!r}")
         names = self.metric_names()
@@ -104,9 +106,13 @@ PROTOCOLS: dict[str, Protocol] = {
                  primary_metric="mAP"),
         Protocol("inshop", "id", ks=(1, 10, 20, 50), primary_metric="R@1"),
         Protocol("cir", "cir", exclude_reference=True),
-        Protocol("fashioniq", "cir", per_category=True, headline=("R@10", "R@50"), primary_metric="headline"),
-        Protocol("fashioniq-valsplit", "cir", per_category=True, headline=("R@10", "R@50"),
+        Protocol("fashioniq", "cir", per_category=True, category_gallery=True, headline=("R@10", "R@50"),
                  primary_metric="headline"),
+        Protocol("fashioniq-valsplit", "cir", per_category=True, category_gallery=True, headline=("R@10", "R@50"),
+                 primary_metric="headline"),
+        # FashionIQ's per-category averages and headline over one pooled gallery (synth-cir: its items carry finer
+        # categories than its three query groups, so a query ranks every gallery item)
+        Protocol("fashioniq-pooled", "cir", per_category=True, headline=("R@10", "R@50"), primary_metric="headline"),
         Protocol("cirr", "cir", exclude_reference=True, subset_ks=(1, 2, 3), headline=("R@5", "Rsubset@1"),
                  primary_metric="headline"),
         Protocol("shoes", "cir", ks=(1, 10, 50), exclude_reference=True, headline=("R@1", "R@10", "R@50"),
@@ -145,6 +151,7 @@ class EvalInputs:
     query_identity: list[str] = field(default_factory=list)
     gallery_domain: list[str] = field(default_factory=list)
     gallery_identity: list[str] = field(default_factory=list)
+    gallery_category: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -161,7 +168,7 @@ class EvalResult:
 
 QUERY_FIELDS = ("query_ids", "exclude", "subset", "query_category", "query_image_index", "query_domain",
                 "query_identity")
-GALLERY_FIELDS = ("gallery_ids", "gallery_domain", "gallery_identity")
+GALLERY_FIELDS = ("gallery_ids", "gallery_domain", "gallery_identity", "gallery_category")
 
 
 def run_protocol(
@@ -184,7 +191,11 @@ def run_protocol(
     n_q, n_g = len(query), len(gallery)
     _check_lengths(inputs, n_q, n_g)
     positives = Csr.from_lists(inputs.positives, n_q, n_g, "positives")
-    exclusions = Exclusions(_exclusion_lists(protocol, inputs, n_q, n_g))
+    allowed = ()
+    if protocol.category_gallery:
+        _require(protocol, inputs, "query_category", "gallery_category")
+        allowed = _group_masks(inputs.query_category, inputs.gallery_category)
+    exclusions = Exclusions(_exclusion_lists(protocol, inputs, n_q, n_g), *allowed)
 
     ranks = {"": rank_positives(query, gallery, positives, exclusions, backend)}
     subset_topk = None
@@ -308,15 +319,21 @@ def _groups(labels: Sequence[str]) -> dict[str, torch.Tensor]:
     return {label: torch.tensor(members[label]) for label in sorted(members)}
 
 
-def _domain_masks(inputs: EvalInputs) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-    """(allowed [num_domains, G], query -> domain row) for the intra- and cross-domain rankings."""
+def _group_masks(query_labels: Sequence[str], gallery_labels: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
+    """(same [num_labels, G]: gallery items carrying each query label, query -> its label's row)."""
     import numpy as np
     import torch
 
-    domains = _groups(inputs.query_domain)
-    group = torch.empty(len(inputs.query_domain), dtype=torch.int64)
-    for i, rows in enumerate(domains.values()):
+    labels = _groups(query_labels)
+    group = torch.empty(len(query_labels), dtype=torch.int64)
+    for i, rows in enumerate(labels.values()):
         group[rows] = i
-    gallery_domain = np.asarray(inputs.gallery_domain, dtype=object)
-    same = torch.from_numpy(np.stack([gallery_domain == d for d in domains]))
+    gallery = np.asarray(gallery_labels, dtype=object)
+    same = torch.from_numpy(np.stack([gallery == label for label in labels]))
+    return same, group
+
+
+def _domain_masks(inputs: EvalInputs) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """(allowed [num_domains, G], query -> domain row) for the intra- and cross-domain rankings."""
+    same, group = _group_masks(inputs.query_domain, inputs.gallery_domain)
     return {"intra": (same, group), "cross": (~same, group)}

@@ -62,7 +62,7 @@ def test_fashioniq_per_category_average_and_reference_kept():
         query_category=["dress", "shirt", "shirt"],
         query_image_index=[0, 3, 0],
     )
-    result = run_protocol("fashioniq", inputs)
+    result = run_protocol("fashioniq-pooled", inputs)
     # dress q0: its reference 0 stays first, target 1 ranks 2. shirt: q1 rank 1, q2 rank 12.
     dress, shirt = result.per_subset["dress"], result.per_subset["shirt"]
     assert (dress["R@1"], dress["R@10"], dress["R@50"], dress["mAP"]) == (0.0, 1.0, 1.0, 0.5)
@@ -161,7 +161,7 @@ def test_missing_inputs_are_reported():
         run_protocol("cirr", inputs)
     inputs.query_category = ["dress"]
     with pytest.raises(ValueError, match=r"EvalInputs.query_category has 1 entries for 2 queries"):
-        run_protocol("fashioniq", inputs)
+        run_protocol("fashioniq-pooled", inputs)
 
 
 @pytest.mark.parametrize("name", ["id-intra-cross", "reid", "t2i", "cirr"])

@@ -52,3 +52,12 @@ def test_transform_matches_encoder_size(tiny_encoder):
 def test_unavailable_weights_say_why(model, pretrained, error, text):
     with pytest.raises(error, match=text):
         ClipEncoder(model, pretrained=pretrained)
+
+
+def test_encoder_config_reads_a_null_flag_as_no_weights():
+    """`--model.init_args.encoder.pretrained null` arrives as the string "None" from the CLI parser."""
+    from fashion_bench.methods.base import EncoderConfig
+
+    assert EncoderConfig(pretrained="None").pretrained is None
+    assert EncoderConfig(pretrained="null", cache_dir="").cache_dir is None
+    assert EncoderConfig(pretrained="weights/x.pt").pretrained == "weights/x.pt"

@@ -46,6 +46,35 @@ def open_dataset(name: str, root: str | Path | None, **kwargs: Any) -> tuple[Dat
     return info, resolved, info.loader(resolved, name, **{**info.defaults, **kwargs})
 
 
+def open_configured(
+    dataset: str,
+    root: str | Path | None,
+    *,
+    task: str | None = None,
+    synthetic_preset: str = "tiny",
+    synthetic_seed: int = 0,
+    adapter_args: dict[str, Any] | None = None,
+) -> tuple[DatasetInfo, Path, Callable[[str], Split]]:
+    """:func:`open_dataset` from the data section of a config (``FashionDataModule`` and ``data verify``):
+    the synthetic preset / seed and the task go to adapters that take them; unknown adapter_args are an error."""
+    import inspect
+
+    info = dataset_info(dataset)
+    kwargs = dict(adapter_args or {})
+    params = inspect.signature(info.loader).parameters
+    if "preset" in params:
+        kwargs.setdefault("preset", synthetic_preset)
+        kwargs.setdefault("seed", synthetic_seed)
+    if "task" in params and task:
+        kwargs.setdefault("task", task)
+    unknown = set(kwargs) - set(params)
+    if unknown:
+        raise ValueError(
+            f"dataset '{dataset}' does not take adapter_args {sorted(unknown)}; it takes {sorted(set(params) - {'root', 'dataset'})}"
+        )
+    return open_dataset(dataset, root, **kwargs)
+
+
 def _load_builtin_adapters() -> None:
     """Import every module of this package once: each registers the datasets it serves."""
     import importlib
