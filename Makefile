@@ -31,6 +31,7 @@ bench: install  ## benchmarks (ratios measured side by side in one run)
 	$(PY) tests/bench/bench_metrics.py
 	$(PY) tests/bench/bench_training.py
 	$(PY) tests/bench/bench_clip4cir.py
+	$(PY) tests/bench/bench_multiprompt.py
 
 report: install  ## runs/ -> docs/leaderboard.md, plots, galleries (and the regression check)
 	$(VENV)/bin/fashion-bench report --runs runs --out docs

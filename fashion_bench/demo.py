@@ -56,7 +56,11 @@ def demo_steps() -> list[Step]:
     for dataset in ("synth-id", "synth-cir"):
         steps.append(zero_shot(f"clip__{dataset}"))
         steps += fit_and_test(f"clip__{dataset}")
-    steps += fit_and_test("clip4cir-stage1__synth-cir") + fit_and_test("clip4cir__synth-cir")
+    two_epochs = ("--trainer.max_epochs", "2")  # the schedules measured in docs/methods/
+    steps += fit_and_test("clip4cir-stage1__synth-cir", *two_epochs) + fit_and_test("clip4cir__synth-cir", *two_epochs)
+    steps += fit_and_test("reid-baseline__synth-id", *two_epochs)
+    steps += fit_and_test("multiprompt-stage1__synth-id", "--trainer.max_epochs", "5")
+    steps += fit_and_test("multiprompt__synth-id", *two_epochs)
     return steps
 
 

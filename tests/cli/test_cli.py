@@ -57,10 +57,21 @@ def test_help_is_light():
     assert "fashion-bench <command>" in out and out.strip().endswith("False False")
 
 
+def earlier_stage(config: Path) -> Path | None:
+    """``<method>-stage1__<dataset>.yaml`` beside a later stage's config: its fit publishes what that stage loads."""
+    method, dataset = config.stem.split("__", 1)
+    stage1 = config.with_name(f"{method}-stage1__{dataset}.yaml")
+    return stage1 if stage1.exists() else None
+
+
 @pytest.mark.parametrize("config", SYNTHETIC_CONFIGS, ids=lambda p: p.stem)
 def test_every_synthetic_config_fits_and_tests(config, tiny_world, tiny_weights, tmp_path):
     runs = tmp_path / "runs"
-    args = ["--config", str(config), *tiny_args(tiny_world, runs, tiny_weights), "--trainer.max_steps", "2", "--trainer.max_epochs", "1"]
+    steps = ["--trainer.max_steps", "2", "--trainer.max_epochs", "1"]
+    stage1 = earlier_stage(config)
+    if stage1 is not None:  # publishes into this test's folder (the working directory), where the config looks
+        run_cli(["fit", "--config", str(stage1), *tiny_args(tiny_world, tmp_path / "stage1-runs", tiny_weights), *steps])
+    args = ["--config", str(config), *tiny_args(tiny_world, runs, tiny_weights), *steps]
     run_cli(["fit", *args])
     run_cli(["test", *args, "--ckpt_path", "last"])
     payloads = results_of(runs, config.stem)

@@ -19,6 +19,7 @@ def test_pretraining_runs_first_and_stages_in_order():
     order = [f"{s.verb} {s.experiment}" for s in demo_steps()]
     assert order[0] == "fit clip__synth-t2i"
     assert order.index("fit clip4cir-stage1__synth-cir") < order.index("fit clip4cir__synth-cir")
+    assert order.index("fit multiprompt-stage1__synth-id") < order.index("fit multiprompt__synth-id")
     fitted = {s.experiment for s in demo_steps() if s.verb == "fit"}
     assert fitted == {s.experiment for s in demo_steps() if s.verb == "test" and "zeroshot" not in s.experiment}
 
