@@ -39,16 +39,19 @@ class Step:
         ]
 
 
+SAVE_RANKINGS = ("--evaluator.save_rankings", "10")  # top-10 lists for the report's retrieval galleries
+
+
 def fit_and_test(config: str, *args: str) -> list[Step]:
     return [
         Step(config, "fit", config, args, split="val"),
-        Step(config, "test", config, ("--ckpt_path", "best", *args)),
+        Step(config, "test", config, ("--ckpt_path", "best", *SAVE_RANKINGS, *args)),
     ]
 
 
 def zero_shot(config: str) -> Step:
     method, dataset = config.split("__")
-    return Step(f"{method}-zeroshot__{dataset}", "test", config)
+    return Step(f"{method}-zeroshot__{dataset}", "test", config, SAVE_RANKINGS)
 
 
 def demo_steps() -> list[Step]:
@@ -57,7 +60,7 @@ def demo_steps() -> list[Step]:
         steps.append(zero_shot(f"clip__{dataset}"))
         steps += fit_and_test(f"clip__{dataset}")
     two_epochs = ("--trainer.max_epochs", "2")  # the schedules measured in docs/methods/
-    steps += fit_and_test("clip4cir-stage1__synth-cir", *two_epochs) + fit_and_test("clip4cir__synth-cir", *two_epochs)
+    steps += fit_and_test("clip4cir-stage1__synth-cir") + fit_and_test("clip4cir__synth-cir", *two_epochs)
     steps += fit_and_test("reid-baseline__synth-id", *two_epochs)
     steps += fit_and_test("multiprompt-stage1__synth-id", "--trainer.max_epochs", "5")
     steps += fit_and_test("multiprompt__synth-id", *two_epochs)

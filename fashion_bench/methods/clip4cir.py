@@ -25,13 +25,20 @@ from fashion_bench.losses import contrastive_loss
 from fashion_bench.methods.base import EncoderConfig, OptimConfig, RetrievalMethod
 from fashion_bench.methods.clip import ClipMethod
 
-LOGIT_SCALE = 100.0  # fixed in both stages (not CLIP's learnt temperature)
+LOGIT_SCALE = 100.0  # the paper's fixed scale (what OpenAI / LAION CLIPs have learnt: their scale saturates at 100)
 
 
 class Clip4CirMethod(RetrievalMethod):
     """What both stages share: triplet batches in, the fixed-scale query -> target cross-entropy out."""
 
     method_name = "clip4cir"
+    logit_scale: float | None = LOGIT_SCALE
+
+    def loss_scale(self) -> torch.Tensor | float:
+        """The fixed scale, or (``logit_scale: null``) the CLIP's own learnt one, clamped at 100 like CLIP's."""
+        if self.logit_scale is not None:
+            return self.logit_scale
+        return self.encoder.logit_scale.exp().clamp(max=LOGIT_SCALE)
 
     def query_and_target(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """Normalised composed queries [B, D] and raw target-image features [B, D] of a triplet batch."""
@@ -45,7 +52,7 @@ class Clip4CirMethod(RetrievalMethod):
         query, target = self.query_and_target(batch)
         labels = self.gather(batch["target_key"])
         return contrastive_loss(
-            self.gather(query), self.gather(F.normalize(target, dim=-1)), LOGIT_SCALE,
+            self.gather(query), self.gather(F.normalize(target, dim=-1)), self.loss_scale(),
             query_labels=labels, target_labels=labels, symmetric=False,
         )
 
@@ -67,16 +74,22 @@ class Clip4CirFinetune(Clip4CirMethod, ClipMethod):
         optim: OptimConfig | None = None,
         export_path: str | None = "export/encoder.pt",
         publish_to: str | None = None,
+        logit_scale: float | None = LOGIT_SCALE,
     ) -> None:
         """
         Args:
             encoder: the CLIP to fine-tune; ``freeze_image`` / ``freeze_text`` choose which encoders train, and
                 ``grad_checkpointing`` trades compute for memory when both do.
+            logit_scale: the paper's fixed 100, or ``null`` for the CLIP's own temperature, trained from its
+                pretrained value (a CLIP that learnt a much smaller scale than 100, like the synthetic one, then
+                keeps it instead of being forced to 100).
             export_path: open_clip checkpoint written at the end of ``fit``, relative to the run directory.
             publish_to: also copy it to this stable path, for stage 2's ``encoder.pretrained``.
         """
-        super().__init__(encoder, optim, learn_temperature=False, export_path=export_path, publish_to=publish_to)
-        self.hparams.pop("learn_temperature")  # fixed by the method, not an argument of this class
+        super().__init__(encoder, optim, learn_temperature=logit_scale is None, export_path=export_path, publish_to=publish_to)
+        self.hparams.pop("learn_temperature")  # follows from logit_scale, not an argument of this class
+        self.logit_scale = logit_scale
+        self.hparams["logit_scale"] = logit_scale
 
     def compose(self, image_features: torch.Tensor, text_features: torch.Tensor) -> torch.Tensor:
         return F.normalize(image_features + text_features, dim=-1)
@@ -158,10 +171,12 @@ class Clip4CirCombiner(Clip4CirMethod):
         hidden_dim: int | None = None,
         dropout: float = 0.5,
         cache_features: bool = True,
+        logit_scale: float | None = LOGIT_SCALE,
     ) -> None:
         """
         Args:
             encoder: the stage-1 CLIP (``pretrained``: the file stage 1 published); its freeze flags are forced on.
+            logit_scale: the paper's fixed 100, or ``null`` for the frozen stage-1 CLIP's own (learnt) scale.
             projection_dim / hidden_dim: the Combiner's widths (default 4 x and 8 x the CLIP dimension).
             cache_features: compute each distinct training image / caption's features once per ``fit``.
         """
@@ -171,8 +186,12 @@ class Clip4CirCombiner(Clip4CirMethod):
         self.encoder.eval()
         self.combiner = Combiner(self.encoder.embed_dim, projection_dim, hidden_dim, dropout)
         self.cache_features = cache_features
+        self.logit_scale = logit_scale
         self.image_cache, self.text_cache = FeatureCache(), FeatureCache()
-        self.save_config(projection_dim=projection_dim, hidden_dim=hidden_dim, dropout=dropout, cache_features=cache_features)
+        self.save_config(
+            projection_dim=projection_dim, hidden_dim=hidden_dim, dropout=dropout, cache_features=cache_features,
+            logit_scale=logit_scale,
+        )
 
     def train(self, mode: bool = True) -> Clip4CirCombiner:
         """Train the Combiner only: the frozen encoders stay in eval mode (dropout off, fixed features)."""

@@ -151,6 +151,26 @@ def test_stage1_trains_only_the_unfrozen_encoder(tiny_encoder):
     assert not all(torch.equal(a, b) for a, b in zip(text_before, method.encoder.text_parameters()))
 
 
+def test_logit_scale_switch_fixed_100_or_the_clips_own(tiny_encoder):
+    """The paper's fixed 100 never trains; ``logit_scale=None`` uses (and in stage 1 trains) the CLIP's scale."""
+    from fashion_bench.losses import contrastive_loss
+
+    batch = triplet_batch(tiny_encoder)
+    fixed = Clip4CirFinetune(EncoderConfig(), OptimConfig(), export_path=None)
+    own = Clip4CirFinetune(EncoderConfig(), OptimConfig(), export_path=None, logit_scale=None)
+    own.encoder.load_state_dict(fixed.encoder.state_dict())
+    assert fixed.loss_scale() == 100.0 and not fixed.encoder.logit_scale.requires_grad
+    assert own.encoder.logit_scale.requires_grad and own.hparams["logit_scale"] is None
+    clip_scale = own.encoder.logit_scale.exp().clamp(max=100)
+    torch.testing.assert_close(own.loss_scale(), clip_scale)
+    query, target = own.query_and_target(batch)
+    expected = contrastive_loss(query, torch.nn.functional.normalize(target, dim=-1), clip_scale,
+                                query_labels=batch["target_key"], target_labels=batch["target_key"], symmetric=False)
+    torch.testing.assert_close(own.composed_loss(batch), expected)
+    own.composed_loss(batch).backward()
+    assert own.encoder.logit_scale.grad is not None
+
+
 def test_stage2_trains_the_combiner_with_frozen_encoders_in_eval_mode(tiny_encoder, pretrained):
     method = stage2(pretrained)
     encoder_before = {k: v.clone() for k, v in method.encoder.state_dict().items()}
