@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import yaml
 
 from fashion_bench.report.collect import collect
 from fashion_bench.report.regression import ExpectedFileError, check_expected, load_expected, parse_expected
