@@ -41,6 +41,7 @@ class Preprocessing:
 
     image_spec: ImageSpec
     tokenize: Callable[[Sequence[str]], torch.Tensor]
+    train_images: bool = True  # False: training batches carry no pixels (the method looks features up by index)
 
 
 @dataclass
@@ -200,9 +201,10 @@ class FashionDataModule(pl.LightningDataModule):
             return 0, 0
         return trainer.current_epoch, trainer.fit_loop.epoch_loop.batch_progress.current.completed
 
-    def train_dataset(self, *, train_transforms: bool = True):
+    def train_dataset(self, *, train_transforms: bool = True, decode_images: bool = True):
         """The training dataset and, for image-text pairs, each row's identity. ``train_transforms=False`` gives
-        the evaluation transforms (e.g. to extract features of the training images once)."""
+        the evaluation transforms (e.g. to extract features of the training images once); ``decode_images=False``
+        leaves the pixels out of image-text pairs."""
         split = self.split("train")
         assert self.preprocessing is not None
         tokenize = self.preprocessing.tokenize
@@ -217,7 +219,8 @@ class FashionDataModule(pl.LightningDataModule):
         records = [_item_row(split.items[i]) for i in split.gallery]
         labels = {identity: n for n, identity in enumerate(sorted({r["identity"] for r in records}))}
         rows = self._rows("pairs", records)
-        return PairDataset(rows, self._images(train=train_transforms), tokenize, labels, seed=self.seed), [r["identity"] for r in records]
+        images = self._images(train=train_transforms) if decode_images else None
+        return PairDataset(rows, images, tokenize, labels, seed=self.seed), [r["identity"] for r in records]
 
     @property
     def num_identities(self) -> int:
@@ -225,7 +228,8 @@ class FashionDataModule(pl.LightningDataModule):
         return len({split.items[i].identity for i in split.gallery})
 
     def train_dataloader(self) -> DataLoader:
-        dataset, identities = self.train_dataset()
+        assert self.preprocessing is not None
+        dataset, identities = self.train_dataset(decode_images=self.preprocessing.train_images)
         ranks = dict(num_replicas=self.trainer.world_size if self.trainer else 1, rank=self.trainer.global_rank if self.trainer else 0)
         if self.sampler == "pk":
             if identities is None:

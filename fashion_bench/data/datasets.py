@@ -77,9 +77,10 @@ class _KeyedDataset(Dataset):
 
 
 class PairDataset(_KeyedDataset):
-    """Training images with one of their texts and an identity label (t2i and id training)."""
+    """Training images with one of their texts and an identity label (t2i and id training); without an image
+    loader, the pixels are left out."""
 
-    def __init__(self, rows, images: ImageLoader, tokenize: Tokenize, identity_labels: dict[str, int], seed: int = 0):
+    def __init__(self, rows, images: ImageLoader | None, tokenize: Tokenize, identity_labels: dict[str, int], seed: int = 0):
         super().__init__(rows, seed)
         self.images, self.tokenize, self.identity_labels = images, tokenize, identity_labels
 
@@ -87,15 +88,11 @@ class PairDataset(_KeyedDataset):
         index, epoch = self.split_key(key)
         row = self.rows[index]
         rng = sample_rng(self.seed, epoch, index)
-        image, ok = self.images(row["item_id"], row["image"])
         text = rng.choice(row["text"]) if row["text"] else ""
-        return {
-            "image": image,
-            "text": self.tokenize([text])[0],
-            "label": self.identity_labels[row["identity"]],
-            "index": index,
-            "image_ok": ok,
-        }
+        sample = {"text": self.tokenize([text])[0], "label": self.identity_labels[row["identity"]], "index": index, "image_ok": True}
+        if self.images is not None:
+            sample["image"], sample["image_ok"] = self.images(row["item_id"], row["image"])
+        return sample
 
 
 class TripletDataset(_KeyedDataset):

@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
+from fashion_bench.data.datamodule import Preprocessing
 from fashion_bench.encoders.prompts import TextPrompts, VisualPrompts
 from fashion_bench.losses import supcon_loss
 from fashion_bench.methods.base import EncoderConfig, OptimConfig, RetrievalMethod
@@ -92,6 +93,10 @@ class MultiPromptStage1(RetrievalMethod):
             self.text_prompts = self.build_prompts(num_identities)
         self.image_features: torch.Tensor | None = None  # [N_train, D], by training-dataset index, during fit
         self.save_config(prompts=asdict(self.prompt_config), num_identities=num_identities, temperature=temperature, publish_to=publish_to)
+
+    def preprocessing(self) -> Preprocessing:
+        """Training looks the image features up by index (extracted once in ``on_fit_start``): no pixels needed."""
+        return replace(super().preprocessing(), train_images=False)
 
     def build_prompts(self, num_identities: int) -> TextPrompts:
         return TextPrompts(self.encoder.clip, self.encoder.tokenize, num_identities, **asdict(self.prompt_config))

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from fashion_bench.data.adapters import DatasetInfo, register
-from fashion_bench.data.adapters.manifest import _text_queries
+from fashion_bench.data.adapters.manifest import text_queries
 from fashion_bench.data.schema import DataError, Item, Split, SplitNotFound
 from fashion_bench.data.transforms import h5_dataset, h5_image_ref
 
@@ -98,7 +98,7 @@ def read_fashiongen(path: Path, split: str, text_keys: list[str], relative_to: P
         )
     if split == "train":
         return Split(split, items, list(items), [])
-    return _text_queries(split, items)
+    return text_queries(split, items)
 
 
 register(DatasetInfo("fashiongen", task="t2i", protocol="t2i", loader=fashiongen_loader))

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from fashion_bench.data.adapters import DatasetInfo, register
-from fashion_bench.data.adapters.manifest import _text_queries
+from fashion_bench.data.adapters.manifest import text_queries
 from fashion_bench.data.schema import DataError, Item, Split, SplitNotFound
 
 
@@ -73,7 +73,7 @@ def kagl_loader(
         table = {item.item_id: item for item in items}
         if split == "train":
             return Split(split, table, list(table), [])
-        return _text_queries(split, table)
+        return text_queries(split, table)
 
     load.image_root = root  # type: ignore[attr-defined]
     return load

@@ -60,16 +60,17 @@ def manifest_loader(
         if split == "train":
             return Split(split, table, list(table), [])
         if task == "t2i":
-            return _text_queries(split, table)
+            return text_queries(split, table)
         if task == "id":
-            return _image_queries(split, table, query_domain)
+            return image_queries(split, table, query_domain)
         raise DataError(f"{root / manifest}: task '{task}' cannot be derived from a catalogue manifest; use the canonical layout")
 
     load.image_root = root  # type: ignore[attr-defined]
     return load
 
 
-def _text_queries(split: str, items: dict[str, Item]) -> Split:
+def text_queries(split: str, items: dict[str, Item]) -> Split:
+    """A t2i split of a catalogue: one text query per identity (its first text), positives = its images."""
     by_identity: dict[str, list[str]] = defaultdict(list)
     for item in items.values():
         by_identity[item.identity].append(item.item_id)
@@ -81,7 +82,8 @@ def _text_queries(split: str, items: dict[str, Item]) -> Split:
     return Split(split, items, list(items), queries)
 
 
-def _image_queries(split: str, items: dict[str, Item], query_domain: str) -> Split:
+def image_queries(split: str, items: dict[str, Item], query_domain: str) -> Split:
+    """An id split of a catalogue: each ``query_domain`` image queries the others, positives = its identity's."""
     by_identity: dict[str, list[str]] = defaultdict(list)
     for item in items.values():
         by_identity[item.identity].append(item.item_id)
