@@ -11,12 +11,13 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import lightning.pytorch as pl
 import torch
 from torch.utils.data import DataLoader
 
+from fashion_bench.contracts import TASKS, Preprocessing
 from fashion_bench.data.adapters import open_configured
 from fashion_bench.data.datasets import (
     EvalImageDataset,
@@ -26,22 +27,13 @@ from fashion_bench.data.datasets import (
     TripletDataset,
 )
 from fashion_bench.data.samplers import EpochShuffleSampler, IdentityBatchSampler
-from fashion_bench.data.schema import TASKS, DataError, Split
+from fashion_bench.data.schema import DataError, Split
 from fashion_bench.data.store import arrow_rows
-from fashion_bench.data.transforms import ImageSpec, build_image_transform, image_available
+from fashion_bench.data.transforms import build_image_transform, image_available
 
 log = logging.getLogger(__name__)
 
 STAGE_SPLIT_ATTR = {"fit": "val_split", "validate": "val_split", "test": "test_split", "predict": "test_split"}
-
-
-@dataclass
-class Preprocessing:
-    """What a method tells the data layer about its inputs."""
-
-    image_spec: ImageSpec
-    tokenize: Callable[[Sequence[str]], torch.Tensor]
-    train_images: bool = True  # False: training batches carry no pixels (the method looks features up by index)
 
 
 @dataclass

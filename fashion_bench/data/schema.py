@@ -24,7 +24,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
-TASKS = ("t2i", "id", "cir")
+from fashion_bench.atomic import atomic_open, write_text_atomic
+from fashion_bench.contracts import TASKS  # noqa: F401  (re-exported for adapters)
 
 
 class DataError(ValueError):
@@ -145,12 +146,9 @@ def iter_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
 
 def write_jsonl(path: Path, records: Iterable[dict[str, Any]]) -> None:
     """Write atomically (temporary file, then rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as fh:
+    with atomic_open(path) as fh:
         for record in records:
             fh.write(json.dumps(record, ensure_ascii=False) + "\n")
-    tmp.replace(path)
 
 
 def read_items(root: Path, split: str | None = None) -> dict[str, Item]:
@@ -198,10 +196,7 @@ def read_split(root: Path, dataset: str, split: str, items: dict[str, Item] | No
 
 def write_split(root: Path, dataset: str, split: Split) -> None:
     split_dir = root / dataset / split.name
-    split_dir.mkdir(parents=True, exist_ok=True)
-    tmp = split_dir / "gallery.txt.tmp"
-    tmp.write_text("".join(f"{i}\n" for i in split.gallery))
-    tmp.replace(split_dir / "gallery.txt")
+    write_text_atomic(split_dir / "gallery.txt", "".join(f"{i}\n" for i in split.gallery))
     write_jsonl(split_dir / "queries.jsonl", (asdict(q) for q in split.queries))
 
 

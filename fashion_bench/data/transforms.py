@@ -21,6 +21,7 @@ from typing import Any, Callable
 from PIL import Image, UnidentifiedImageError
 
 from fashion_bench._env import import_torchvision
+from fashion_bench.contracts import ImageSpec
 from fashion_bench.data.schema import DataError
 
 ImageSource = str | Path | bytes
@@ -178,13 +179,21 @@ class TargetPad:
         return f"TargetPad(ratio={self.ratio})"
 
 
-@dataclass(frozen=True)
-class ImageSpec:
-    """What an encoder expects of its images."""
+INTERPOLATIONS = {"bicubic": "BICUBIC", "bilinear": "BILINEAR", "nearest": "NEAREST"}
+RESIZE_MODES = ("shortest", "longest", "squash")
 
-    size: int
-    mean: tuple[float, float, float]
-    std: tuple[float, float, float]
+
+class SquarePad:
+    """Pad an image to a square, centred, with black borders (open_clip's ``resize_mode='longest'``)."""
+
+    def __call__(self, image: Image.Image) -> Image.Image:
+        w, h = image.size
+        if w == h:
+            return image
+        side = max(w, h)
+        canvas = Image.new("RGB", (side, side))
+        canvas.paste(image, ((side - w) // 2, (side - h) // 2))
+        return canvas
 
 
 def build_image_transform(
@@ -192,12 +201,21 @@ def build_image_transform(
 ) -> Callable[[Image.Image], "object"]:
     """PIL image -> normalised tensor. ``augment`` (training only) adds a mild random resized crop."""
     T = import_torchvision().transforms
+    if spec.interpolation not in INTERPOLATIONS:
+        raise ValueError(f"unknown interpolation {spec.interpolation!r}; expected one of {sorted(INTERPOLATIONS)}")
+    if spec.resize_mode not in RESIZE_MODES:
+        raise ValueError(f"unknown resize_mode {spec.resize_mode!r}; expected one of {RESIZE_MODES}")
+    mode = getattr(T.InterpolationMode, INTERPOLATIONS[spec.interpolation])
     steps: list[Callable] = []
     if target_pad_ratio is not None:
         steps.append(TargetPad(target_pad_ratio))
     if train and augment:
-        steps.append(T.RandomResizedCrop(spec.size, scale=(0.8, 1.0), interpolation=T.InterpolationMode.BICUBIC))
+        steps.append(T.RandomResizedCrop(spec.size, scale=(0.8, 1.0), interpolation=mode))
+    elif spec.resize_mode == "squash":
+        steps.append(T.Resize((spec.size, spec.size), interpolation=mode))
+    elif spec.resize_mode == "longest":
+        steps += [SquarePad(), T.Resize(spec.size, interpolation=mode)]
     else:
-        steps += [T.Resize(spec.size, interpolation=T.InterpolationMode.BICUBIC), T.CenterCrop(spec.size)]
+        steps += [T.Resize(spec.size, interpolation=mode), T.CenterCrop(spec.size)]
     steps += [T.ToTensor(), T.Normalize(spec.mean, spec.std)]
     return T.Compose(steps)

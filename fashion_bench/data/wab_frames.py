@@ -13,6 +13,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from fashion_bench.atomic import atomic_open
 from fashion_bench.data.schema import DataError
 
 
@@ -46,10 +47,8 @@ def extract_video(video: Path, wanted: dict[int, Path], *, quality: int = 95, wh
 
 
 def _save(image, path: Path, quality: int) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    image.convert("RGB").save(tmp, format="JPEG", quality=quality)
-    tmp.replace(path)
+    with atomic_open(path, "wb") as fh:
+        image.convert("RGB").save(fh, format="JPEG", quality=quality)
 
 
 def extract_frames(root: Path, out: Path, *, quality: int = 95, overwrite: bool = False, progress: bool = True) -> dict:

@@ -18,7 +18,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from fashion_bench._env import import_open_clip
-from fashion_bench.data.transforms import ImageSpec, build_image_transform
+from fashion_bench.atomic import atomic_open
+from fashion_bench.contracts import ImageSpec
+from fashion_bench.data.transforms import build_image_transform
 
 MODEL_CONFIG_DIR = Path(__file__).parent / "model_configs"
 
@@ -94,6 +96,8 @@ class ClipEncoder(nn.Module):
             size=int(size[0] if isinstance(size, (tuple, list)) else size),
             mean=tuple(cfg.get("mean", open_clip.OPENAI_DATASET_MEAN)),
             std=tuple(cfg.get("std", open_clip.OPENAI_DATASET_STD)),
+            interpolation=cfg.get("interpolation", "bicubic"),
+            resize_mode=cfg.get("resize_mode", "shortest"),
         )
         if grad_checkpointing:
             self.clip.set_grad_checkpointing(True)
@@ -144,13 +148,10 @@ class ClipEncoder(nn.Module):
 
 def export_open_clip_checkpoint(encoder: ClipEncoder, path: str | Path) -> Path:
     """Save the CLIP weights as an open_clip-loadable state dict (``pretrained=<path>``), atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
     state = {k: v.detach().cpu().float().contiguous() for k, v in encoder.clip.state_dict().items()}
-    torch.save({"state_dict": state, "model": encoder.model_name}, tmp)
-    tmp.replace(path)
-    return path
+    with atomic_open(path, "wb") as fh:
+        torch.save({"state_dict": state, "model": encoder.model_name}, fh)
+    return Path(path)
 
 
 def l2_normalize(x: torch.Tensor) -> torch.Tensor:

@@ -20,7 +20,7 @@ import lightning.pytorch as pl
 import torch
 import torch.nn.functional as F
 
-from fashion_bench.data.datamodule import Preprocessing
+from fashion_bench.contracts import Preprocessing
 from fashion_bench.encoders import ClipEncoder, export_open_clip_checkpoint
 
 

@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
-from fashion_bench.data.datamodule import Preprocessing
+from fashion_bench.contracts import Preprocessing
 from fashion_bench.encoders.prompts import TextPrompts, VisualPrompts
 from fashion_bench.losses import supcon_loss
 from fashion_bench.methods.base import EncoderConfig, OptimConfig, RetrievalMethod

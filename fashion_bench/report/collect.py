@@ -17,10 +17,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
-SCHEMA_VERSION = 1
-RESULTS_NAME = "results.json"
+from fashion_bench.contracts import RESULTS_NAME, SCHEMA_VERSION, TASKS
+
 RANKINGS_NAME = "rankings.jsonl"
-TASKS = ("t2i", "id", "cir")
 SPLITS = ("val", "test")
 REQUIRED_FIELDS = (
     "schema_version", "experiment", "method", "dataset", "task", "split", "protocol", "seed", "metrics",

@@ -24,14 +24,9 @@ from tqdm.auto import tqdm
 from fashion_bench.data.datamodule import EvalSplit, FashionDataModule
 from fashion_bench.data.schema import DataError
 from fashion_bench.retrieval.protocols import EvalInputs, EvalResult, get_protocol, run_protocol
-from fashion_bench.retrieval.results import (
-    SCHEMA_VERSION,
-    git_sha,
-    hardware,
-    now_iso,
-    versions,
-    write_json_atomic,
-)
+from fashion_bench.atomic import atomic_open, write_json_atomic
+from fashion_bench.contracts import SCHEMA_VERSION
+from fashion_bench.retrieval.results import git_sha, hardware, now_iso, versions
 
 log = logging.getLogger(__name__)
 
@@ -262,8 +257,7 @@ def write_rankings(path: Path, data: EvalSplit, result: EvalResult, image_root: 
         image = Path(items[item_id].image)
         return str(image if image.is_absolute() else (image_root / image).resolve())
 
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", encoding="utf-8") as fh:
+    with atomic_open(path) as fh:
         for q, row, scores in zip(data.queries, result.topk.tolist(), result.topk_scores.tolist()):
             positives = set(q.positives)
             results = [
@@ -273,4 +267,3 @@ def write_rankings(path: Path, data: EvalSplit, result: EvalResult, image_root: 
             ]
             line = {"query_id": q.query_id, "query_text": list(q.text), "query_image": image_path(q.image) if q.image else None, "results": results}
             fh.write(json.dumps(line, ensure_ascii=False) + "\n")
-    tmp.replace(path)

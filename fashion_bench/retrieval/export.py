@@ -7,7 +7,7 @@ from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
-from fashion_bench.retrieval.results import write_json_atomic
+from fashion_bench.atomic import write_json_atomic
 
 CIRR_RECALL_K = 50
 CIRR_SUBSET_K = 3

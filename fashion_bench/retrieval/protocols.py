@@ -18,7 +18,8 @@ if TYPE_CHECKING:
 
     from fashion_bench.retrieval.index import Backend, Csr, Embeddings, Exclusions
 
-TASKS = ("t2i", "id", "cir")
+from fashion_bench.contracts import TASKS
+
 MEAN_RECALL_KS = (1, 5, 10)
 
 

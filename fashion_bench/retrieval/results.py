@@ -1,8 +1,7 @@
-"""results.json: one self-describing JSON per run and split (DESIGN.md section 3), written atomically."""
+"""Provenance fields of results.json (DESIGN.md section 3): git sha, versions, hardware, time."""
 
 from __future__ import annotations
 
-import json
 import os
 import platform
 import subprocess
@@ -10,13 +9,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-SCHEMA_VERSION = 1
-
-REQUIRED_FIELDS = (
-    "schema_version", "experiment", "method", "dataset", "task", "split", "protocol", "encoder", "seed", "metrics",
-    "per_subset", "num_queries", "num_valid_queries", "gallery_size", "ckpt_path", "git_sha", "versions",
-    "wall_time_s", "started_at", "hardware",
-)
+from fashion_bench.contracts import REQUIRED_RESULT_FIELDS
 
 
 def git_sha(cwd: Path | None = None) -> str | None:
@@ -53,17 +46,5 @@ def now_iso() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
-def write_json_atomic(path: Path, payload: dict[str, Any]) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        json.dump(payload, fh, indent=2, sort_keys=False)
-        fh.write("\n")
-        fh.flush()
-        os.fsync(fh.fileno())
-    tmp.replace(path)
-    return path
-
-
 def missing_fields(payload: dict[str, Any]) -> list[str]:
-    return [f for f in REQUIRED_FIELDS if f not in payload]
+    return [f for f in REQUIRED_RESULT_FIELDS if f not in payload]

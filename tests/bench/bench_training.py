@@ -85,7 +85,8 @@ def lightning_step_times(batch: dict[str, torch.Tensor], steps: int) -> list[flo
 
 def loader_throughput(preset: str, batch: int, batches: int, workers: int) -> float:
     """Samples per second of the synth-t2i training loader (PIL decoding + transforms + tokenising in workers)."""
-    from fashion_bench.data.datamodule import FashionDataModule, Preprocessing
+    from fashion_bench.contracts import Preprocessing
+    from fashion_bench.data.datamodule import FashionDataModule
 
     encoder = ClipEncoder("tiny-vit-64")
     dm = FashionDataModule(dataset="synth-t2i", synthetic_preset=preset, batch_size=batch, num_workers=workers)

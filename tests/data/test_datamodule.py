@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from fashion_bench.data.datamodule import FashionDataModule, Preprocessing
+from fashion_bench.contracts import Preprocessing
+from fashion_bench.data.datamodule import FashionDataModule
 from fashion_bench.data.schema import DataError, Item, Query, Split, item_record, write_jsonl, write_split
 
 

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+from fashion_bench.atomic import atomic_open
 from fashion_bench.data.adapters import DatasetInfo, register
 from fashion_bench.data.adapters.manifest import text_queries
 from fashion_bench.data.schema import DataError, Item, Split, SplitNotFound
@@ -173,9 +174,8 @@ def _image_file(value: Any, row: int, image_cache: Path, where: str) -> str:
     if isinstance(data, (bytes, bytearray)):
         path = image_cache / f"{row:07d}{_extension(bytes(data))}"
         if not path.exists() or path.stat().st_size != len(data):
-            tmp = path.with_suffix(path.suffix + ".tmp")
-            tmp.write_bytes(data)
-            tmp.replace(path)
+            with atomic_open(path, "wb") as fh:
+                fh.write(data)
         return str(path)
     path_value = value.get("path") if isinstance(value, dict) else value
     if isinstance(path_value, str) and path_value:
