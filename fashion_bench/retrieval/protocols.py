@@ -9,18 +9,20 @@ from __future__ import annotations
 
 import dataclasses
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 if TYPE_CHECKING:
     import torch
 
     from fashion_bench.retrieval.index import Backend, Csr, Embeddings, Exclusions
+    from fashion_bench.retrieval.per_query import PerQuery, Ranking
 
 from fashion_bench.contracts import TASKS
 
 MEAN_RECALL_KS = (1, 5, 10)
+V = TypeVar("V")  # a metric value: a float, or a numpy array of bootstrap resamples
 
 
 def check_ks(ks: Iterable[int], name: str = "ks") -> tuple[int, ...]:
@@ -165,6 +167,7 @@ class EvalResult:
     topk: torch.Tensor  # [Q, top_n] int64 gallery indices after exclusions, padded with -1
     topk_scores: torch.Tensor  # [Q, top_n] float32, padded with -inf
     subset_topk: torch.Tensor | None  # [Q, max(subset_ks)] int64 ranking within the subset, padded with -1
+    per_query: PerQuery  # each query's first-positive rank and AP (fashion_bench.retrieval.per_query)
 
 
 QUERY_FIELDS = ("query_ids", "exclude", "subset", "query_category", "query_image_index", "query_domain",
@@ -209,60 +212,93 @@ def run_protocol(
         subset_topk[:, :width] = order[:, :width]
 
     overall = _summaries(protocol, ranks)
-    values = {k: v for k, v in overall.items() if not k.startswith("num_")}
-    per_subset: dict[str, dict[str, float]] = {}
+    categories: dict[str, dict[str, float]] = {}
     if protocol.per_category:
         _require(protocol, inputs, "query_category")
-        groups = _groups(inputs.query_category)
-        per_subset = {c: _summaries(protocol, {n: r.take_rows(rows) for n, r in ranks.items()})
-                      for c, rows in groups.items()}
-        values = {k: sum(per_subset[c][k] for c in groups) / len(groups) for k in values}
-    if protocol.task == "t2i":
-        values |= _both_directions(protocol, values, query, gallery, positives, exclusions, backend)
+        categories = {c: _summaries(protocol, {n: r.take_rows(rows) for n, r in ranks.items()})
+                      for c, rows in _groups(inputs.query_category).items()}
+    reverse = None
+    if protocol.task == "t2i":  # images as queries, texts as gallery, relevance inverted
+        inverse = Exclusions(exclusions.lists.transpose())
+        reverse = rank_positives(gallery, query, positives.transpose(), inverse, backend)
+    domain_ranks: dict[str, Csr] = {}
     if protocol.domain_subsets:
         _require(protocol, inputs, "query_domain", "gallery_domain")
-        per_subset = {
-            name: summarise(rank_positives(query, gallery, positives, Exclusions(exclusions.lists, *allowed), backend),
-                            protocol.ks)
-            for name, allowed in _domain_masks(inputs).items()
-        }
-    if protocol.headline:
-        values["headline"] = sum(values[h] for h in protocol.headline) / len(protocol.headline)
+        domain_ranks = {name: rank_positives(query, gallery, positives, Exclusions(exclusions.lists, *allowed), backend)
+                        for name, allowed in _domain_masks(inputs).items()}
+    values = combine_metrics(protocol, {k: v for k, v in overall.items() if not k.startswith("num_")}, categories,
+                             None if reverse is None else summarise(reverse, protocol.ks))
 
     idx, scores = topk(query, gallery, top_n, exclusions, backend)
     return EvalResult(
-        metrics={k: values[k] for k in protocol.metric_names()},
-        per_subset=per_subset,
+        metrics=values,
+        per_subset={name: summarise(r, protocol.ks) for name, r in domain_ranks.items()} or categories,
         num_queries=n_q,
         num_valid_queries=int(overall["num_valid_queries"]),
         gallery_size=n_g,
         topk=idx,
         topk_scores=scores.float(),
         subset_topk=subset_topk,
+        per_query=_per_query(protocol, inputs, ranks, domain_ranks, reverse),
     )
 
 
-def _both_directions(
+def combine_metrics(
     protocol: Protocol,
-    values: dict[str, float],
-    query: Embeddings,
-    gallery: Embeddings,
-    positives: Csr,
-    exclusions: Exclusions,
-    backend: Backend,
-) -> dict[str, float]:
-    """t2i/R@k (the top level), i2t/R@k (images as queries, texts as gallery, relevance inverted) and
-    mean_recall over the Ks among 1, 5, 10."""
-    from fashion_bench.retrieval.index import Exclusions
-    from fashion_bench.retrieval.metrics import rank_positives, summarise
+    values: Mapping[str, V],
+    categories: Mapping[str, Mapping[str, V]],
+    i2t: Mapping[str, V] | None,
+) -> dict[str, V]:
+    """The top-level metrics (``Protocol.metric_names()``) from their parts, floats or numpy arrays alike.
 
-    inverse = Exclusions(exclusions.lists.transpose())
-    i2t = summarise(rank_positives(gallery, query, positives.transpose(), inverse, backend), protocol.ks)
-    out = {f"t2i/R@{k}": values[f"R@{k}"] for k in protocol.ks} | {f"i2t/R@{k}": i2t[f"R@{k}"] for k in protocol.ks}
-    mean_ks = [k for k in protocol.ks if k in MEAN_RECALL_KS]
-    if mean_ks:
-        out["mean_recall"] = sum(out[f"{d}/R@{k}"] for d in ("t2i", "i2t") for k in mean_ks) / (2 * len(mean_ks))
-    return out
+    ``values``: R@K, mAP, rank1 (and Rsubset@K) of the protocol's ranking over all queries; per_category
+    protocols replace them by their mean over ``categories``. t2i protocols add t2i/R@K (the top level),
+    i2t/R@K from ``i2t`` and mean_recall over the Ks among 1, 5, 10. Then the headline.
+    """
+    if protocol.per_category:
+        values = {k: sum(c[k] for c in categories.values()) / len(categories) for k in values}
+    values = dict(values)
+    if protocol.task == "t2i":
+        if i2t is None:
+            raise ValueError(f"protocol {protocol.name!r}: t2i metrics need the i2t direction")
+        values |= {f"t2i/R@{k}": values[f"R@{k}"] for k in protocol.ks} | {f"i2t/R@{k}": i2t[f"R@{k}"] for k in protocol.ks}
+        mean_ks = [k for k in protocol.ks if k in MEAN_RECALL_KS]
+        if mean_ks:
+            values["mean_recall"] = sum(values[f"{d}/R@{k}"] for d in ("t2i", "i2t") for k in mean_ks) / (2 * len(mean_ks))
+    if protocol.headline:
+        values["headline"] = sum(values[h] for h in protocol.headline) / len(protocol.headline)
+    return {k: values[k] for k in protocol.metric_names()}
+
+
+def _per_query(
+    protocol: Protocol, inputs: EvalInputs, ranks: dict[str, Csr], domain_ranks: dict[str, Csr], reverse: Csr | None
+) -> PerQuery:
+    from fashion_bench.retrieval.per_query import PerQuery
+
+    subsets = {name: _ranking(r) for name, r in (domain_ranks | {k: v for k, v in ranks.items() if k}).items()}
+    return PerQuery(
+        tuple(inputs.query_ids),
+        _ranking(ranks[""]),
+        tuple(inputs.query_category) if protocol.per_category else (),
+        subsets,
+        None if reverse is None else PerQuery(tuple(inputs.gallery_ids), _ranking(reverse)),
+    )
+
+
+def _ranking(ranks: Csr) -> Ranking:
+    """Per query: the rank of its first positive (0 when it has none) and its AP over the full ranking."""
+    import torch
+
+    from fashion_bench.retrieval.per_query import Ranking
+
+    counts = ranks.counts()
+    valid = counts > 0
+    within = torch.arange(ranks.idx.numel()) - torch.repeat_interleave(ranks.ptr[:-1], counts)
+    ap = torch.zeros(ranks.num_rows, dtype=torch.float64).index_add_(0, ranks.row_ids, (within + 1) / ranks.idx.double())
+    ap[valid] /= counts[valid]
+    first = torch.zeros(ranks.num_rows, dtype=torch.int64)
+    first[valid] = ranks.idx[ranks.ptr[:-1][valid]]
+    return Ranking(first.numpy(), ap.numpy())
 
 
 def _summaries(protocol: Protocol, ranks: dict[str, Csr]) -> dict[str, float]:
