@@ -62,7 +62,12 @@ def test_unknown_preset_and_knob_are_errors(tmp_path):
 def test_products_views_and_splits(world, items):
     record = json.loads((world / "world.json").read_text())
     assert record["preset"] == "tiny" and record["seed"] == 0 and (world / ".complete").exists()
-    assert len(items) == TINY.num_products * (1 + TINY.live_views)
+    counts = record["counts"]["splits"]
+    distractors = sum(c["distractors"] for c in counts.values())
+    assert counts["train"]["distractors"] == 0 and distractors == TINY.cir_distractors * (
+        counts["val"]["products"] + counts["test"]["products"]
+    ) > 0
+    assert len(items) == TINY.num_products * (1 + TINY.live_views) + distractors
     split_of_item = {r["item_id"]: r["split"] for r in _records(world)}
     views: dict[str, Counter] = defaultdict(Counter)
     product_splits: dict[str, set[str]] = defaultdict(set)
@@ -71,13 +76,14 @@ def test_products_views_and_splits(world, items):
         views[item.identity][item.domain] += 1
         product_splits[item.identity].add(split_of_item[item.item_id])
         family_splits[item.attributes["family"]].add(split_of_item[item.item_id])
-        assert item.text and item.category == item.attributes["category"]
-    assert len(views) == TINY.num_products
-    assert all(v == Counter(shop=1, live=TINY.live_views) for v in views.values())
+        assert item.text and item.category == item.attributes["super_category"]
+    assert len(views) == TINY.num_products + distractors
+    assert Counter(v["live"] for v in views.values()) == {TINY.live_views: TINY.num_products, 0: distractors}
+    assert all(v["shop"] == 1 for v in views.values())
     assert all(len(s) == 1 for s in product_splits.values()) and all(len(s) == 1 for s in family_splits.values())
-    per_split = Counter(next(iter(s)) for s in product_splits.values())
+    per_split = Counter(next(iter(s)) for i, s in product_splits.items() if views[i]["live"])
     assert set(per_split) == set(SPLITS) and per_split["train"] > per_split["val"]
-    assert {s: c["products"] for s, c in record["counts"]["splits"].items()} == dict(per_split)
+    assert {s: c["products"] for s, c in counts.items()} == dict(per_split)
     supers_per_split = defaultdict(set)
     for item in items.values():
         supers_per_split[split_of_item[item.item_id]].add(item.attributes["super_category"])
@@ -145,6 +151,43 @@ def test_cir_targets_differ_in_one_or_two_attributes_named_by_the_captions(world
                 named = all(_mentions(c, k, ref[k], tgt[k], ref["category"]) for c in q.text for k in changed)
                 assert named, (q.text, changed)
     assert categories == set(SUPER_CATEGORIES) and len(categories) == 3
+
+
+def test_cir_distractors_share_a_target_style_in_its_group_gallery_only(world, items):
+    """Distractors stand only in synth-cir's val / test galleries; every query's group gallery holds its
+    reference, its target and, for every product, ``cir_distractors`` twins of its style under other signatures."""
+    distractors = {i for i, item in items.items() if item.attributes["family"] not in _families_with_live_views(items)}
+    for dataset in SYNTHETIC_DATASETS:
+        for split_name in SPLITS:
+            split = read_split(world, dataset, split_name, items=items)
+            in_gallery = distractors & set(split.gallery)
+            assert not in_gallery if (dataset != "synth-cir" or split_name == "train") else in_gallery
+            assert not distractors & {i for q in split.queries for i in [q.image, *q.positives]}
+    for split_name in ("val", "test"):
+        split = read_split(world, "synth-cir", split_name, items=items)
+        styles = Counter(_style(items[i]) for i in distractors & set(split.gallery))
+        products = [items[i] for i in split.gallery if i not in distractors]
+        assert styles == Counter({s: TINY.cir_distractors * n for s, n in Counter(map(_style, products)).items()})
+        for q in split.queries:
+            assert items[q.image].category == items[q.positives[0]].category == q.category
+
+
+def _families_with_live_views(items) -> set[str]:
+    return {item.attributes["family"] for item in items.values() if item.domain == "live"}
+
+
+def _style(item) -> tuple[str, ...]:
+    return tuple(item.attributes[k] for k in ("category", "colour", "pattern", "length"))
+
+
+def test_distractors_leave_the_training_data_unchanged(world, tmp_path):
+    """Pretraining and fine-tunes see the same data whatever ``cir_distractors`` is (it is calibrated alone)."""
+    bare = generate_world(tmp_path / "bare", "tiny", seed=0, progress=False, cir_distractors=0)
+    train = [r["item_id"] for r in _records(world) if r["split"] == "train"]
+    digests, bare_digests = _manifest_digests(world), _manifest_digests(bare)
+    splits = [f"{d}/train/{f}" for d in SYNTHETIC_DATASETS for f in ("gallery.txt", "queries.jsonl")]
+    for name in [f"images/{i}.jpg" for i in train] + splits:
+        assert digests[name] == bare_digests[name], name
 
 
 def test_concept_hierarchy_is_a_tree_over_all_categories(world, items):

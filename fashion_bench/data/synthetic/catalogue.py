@@ -5,7 +5,10 @@ A *family* is one garment model (category, silhouette width, pattern geometry, e
 synth-cir its reference / target pairs (same emblem, one or two attributes changed), and products of other
 families that share the attributes make instance retrieval depend on the signature. *Look-alike* families copy
 the styles of an earlier family of the same category and split (another brand's version of the same garment), so
-that evaluation galleries hold products that only their signature tells apart.
+that evaluation galleries hold products that only their signature tells apart. *Distractors* (validation and
+test only) are more such products, one shop image each, that only stand in synth-cir's galleries: every
+colourway gets ``cir_distractors`` copies of its style under other signatures, so a composed query must carry
+the reference's signature to find its target among products with the target's attributes.
 """
 
 from __future__ import annotations
@@ -64,6 +67,7 @@ class Product:
     phase: tuple[float, float]  # pattern offset (per product)
     texts: list[str] = field(default_factory=list)
     query_text: str = ""  # held-out paraphrase used as the synth-t2i query
+    distractor: bool = False  # a synth-cir gallery-only product (shop view only, in no query and no other dataset)
 
     @property
     def super_category(self) -> str:
@@ -196,15 +200,40 @@ def build_catalogue(cfg: WorldConfig, seed: int) -> list[Product]:
         styles = sampler.family_styles(category, size, start)
         earlier.append(styles)
         for style in styles:
-            index = len(products)
-            products.append(Product(
-                product_id=f"p{index:06d}", index=index, family=f"f{f:05d}", split=split, signature=signature,
-                main_rgb=_jitter(COLOUR_BY_NAME[style["colour"]].rgb, cfg, rng), phase=(rng.random(), rng.random()),
-                category=category, colour=style["colour"], pattern=style["pattern"], length=style["length"],
-            ))
+            products.append(_product(len(products), f"f{f:05d}", split, signature, style, cfg, rng))
+    products += _distractors(products, cfg, seed)
     for product in products:
         _write_texts(product, cfg, seed)
     return products
+
+
+def _product(
+    index: int, family: str, split: str, signature: Signature, style: dict[str, str], cfg: WorldConfig,
+    rng: random.Random, distractor: bool = False,
+) -> Product:
+    return Product(
+        product_id=f"p{index:06d}", index=index, family=family, split=split, signature=signature,
+        main_rgb=_jitter(COLOUR_BY_NAME[style["colour"]].rgb, cfg, rng), phase=(rng.random(), rng.random()),
+        category=style["category"], colour=style["colour"], pattern=style["pattern"], length=style["length"],
+        distractor=distractor,
+    )
+
+
+def _distractors(products: list[Product], cfg: WorldConfig, seed: int) -> list[Product]:
+    """``cir_distractors`` copies of every validation / test product's style, each under a signature of its own.
+
+    They come after the catalogue's products and draw from their own random stream, so the training products
+    (indices, signatures, images) do not depend on how many there are.
+    """
+    rng = random.Random(f"fashion-bench/distractors/{seed}")
+    families = len({p.family for p in products})
+    out: list[Product] = []
+    for product in (p for p in products if p.split != "train"):
+        for _ in range(cfg.cir_distractors):
+            index, family = len(products) + len(out), f"f{families + len(out):05d}"
+            signature = _signature(product.category, rng)
+            out.append(_product(index, family, product.split, signature, product.style, cfg, rng, distractor=True))
+    return out
 
 
 def _write_texts(product: Product, cfg: WorldConfig, seed: int) -> None:

@@ -4,8 +4,8 @@ Difficulty is set by a handful of knobs so that the world can be tuned after the
 ``hue_jitter`` / ``tone_jitter`` / ``emblem_scale`` (how subtle a product's signature is), ``clutter``,
 ``degradation``, ``occlusion``, ``low_quality_fraction`` (live views), ``caption_noise`` and
 ``emblem_text_prob`` (how often a text names the signature) and ``popularity_skew`` (how often products share
-their attributes) and ``lookalike_fraction`` (how many products have a same-attribute twin that only its
-signature tells apart).
+their attributes), ``lookalike_fraction`` (how many products have a same-attribute twin that only its
+signature tells apart) and ``cir_distractors`` (how many more such twins each synth-cir evaluation target has).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
 # Bump when the same preset and seed would produce different files (cached worlds are then regenerated).
-GENERATOR_VERSION = "1"
+GENERATOR_VERSION = "2"
 
 
 @dataclass(frozen=True)
@@ -38,6 +38,7 @@ class WorldConfig:
     texts_per_item: tuple[int, int] = (1, 3)
     id_queries_per_product: int = 2  # live views used as synth-id queries in val / test
     cir_train_per_product: int = 4  # training triplets per train product (at most)
+    cir_distractors: int = 1  # val / test: same-style products of other signatures per product, in synth-cir galleries
     jpeg_quality: int = 92  # storage quality (at most; live views are stored at their own, lower, quality)
 
     def __post_init__(self) -> None:

@@ -20,28 +20,37 @@ def image_path(item_id: str) -> str:
 
 
 def build_items(products: list[Product], views: list[list[View]]) -> dict[str, Item]:
-    """Every image of the world as a canonical Item (views[i] belongs to products[i])."""
+    """Every image of the world as a canonical Item (views[i] belongs to products[i]).
+
+    ``Item.category`` is the super-category, the group a query is evaluated in (synth-cir ranks each query among
+    its group's gallery, like FashionIQ); the category name is ``attributes["category"]``.
+    """
     items: dict[str, Item] = {}
     for product, product_views in zip(products, views):
         for view in product_views:
             items[view.item_id] = Item(
                 item_id=view.item_id, image=image_path(view.item_id), text=list(product.texts),
-                identity=product.product_id, domain=view.domain, category=product.category,
+                identity=product.product_id, domain=view.domain, category=product.super_category,
                 attributes={**product.attributes(), "low_quality": view.low_quality},
             )
     return items
 
 
 class World:
-    """Products and items grouped by split, with the lookups the dataset builders need."""
+    """Products and items grouped by split, with the lookups the dataset builders need; ``products`` excludes the
+    distractors (``distractors``), which only synth-cir's evaluation galleries use."""
 
     def __init__(self, products: list[Product], items: dict[str, Item], cfg: WorldConfig, seed: int) -> None:
         self.cfg, self.seed = cfg, seed
-        self.products = {s: [p for p in products if p.split == s] for s in SPLITS}
+        self.products = {s: [p for p in products if p.split == s and not p.distractor] for s in SPLITS}
+        self.distractors = {s: [p for p in products if p.split == s and p.distractor] for s in SPLITS}
         self.views: dict[str, list[str]] = defaultdict(list)  # product id -> item ids, shop view first (render order)
         for item in items.values():
             self.views[item.identity].append(item.item_id)
-        self.split_items = {s: {i: items[i] for p in self.products[s] for i in self.views[p.product_id]} for s in SPLITS}
+        self.split_items = {
+            s: {i: items[i] for p in self.products[s] + self.distractors[s] for i in self.views[p.product_id]}
+            for s in SPLITS
+        }
 
     def shop(self, product: Product) -> str:
         return self.views[product.product_id][0]
@@ -91,7 +100,8 @@ def cir_split(world: World, split: str) -> Split:
     """FashionIQ-style triplets within a family (same garment model, one or two attributes changed).
 
     Val / test: one query per reference product; train: up to ``cir_train_per_product`` per reference, with caption
-    noise. The gallery is the split's shop images and the reference is not excluded (FashionIQ's protocol).
+    noise. The gallery is the split's shop images, distractors included, and the reference is not excluded
+    (FashionIQ's protocol).
     """
     rng = world.rng("synth-cir", split)
     products = world.products[split]
@@ -110,7 +120,7 @@ def cir_split(world: World, split: str) -> Split:
                 text=[add_noise(c, noise_rate, rng) for c in captions], positives=[world.shop(target)],
                 category=reference.super_category,
             ))
-    return world.split(split, [world.shop(p) for p in products], queries)
+    return world.split(split, [world.shop(p) for p in products + world.distractors[split]], queries)
 
 
 BUILDERS: dict[str, Callable[[World, str], Split]] = {"synth-t2i": t2i_split, "synth-id": id_split, "synth-cir": cir_split}

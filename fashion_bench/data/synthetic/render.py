@@ -332,7 +332,9 @@ class View:
 
 
 def view_ids(product: Product, cfg: WorldConfig) -> list[str]:
-    return [f"{product.product_id}-shop"] + [f"{product.product_id}-live{k}" for k in range(1, cfg.live_views + 1)]
+    """The shop view, then the live views (none for a distractor, which only stands in shop galleries)."""
+    live_views = 0 if product.distractor else cfg.live_views
+    return [f"{product.product_id}-shop"] + [f"{product.product_id}-live{k}" for k in range(1, live_views + 1)]
 
 
 def render_product(product: Product, cfg: WorldConfig, seed: int, image_dir: Path) -> list[View]:

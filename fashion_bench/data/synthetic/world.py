@@ -60,6 +60,7 @@ def _counts(world: World, splits: dict[str, dict[str, Split]]) -> dict[str, Any]
         domains = Counter(item.domain for item in world.split_items[s].values())
         per_split[s] = {
             "products": len(world.products[s]),
+            "distractors": len(world.distractors[s]),
             "families": len({p.family for p in world.products[s]}),
             "items": len(world.split_items[s]),
             "shop": domains["shop"],
