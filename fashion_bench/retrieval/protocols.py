@@ -261,10 +261,12 @@ def combine_metrics(
     if protocol.task == "t2i":
         if i2t is None:
             raise ValueError(f"protocol {protocol.name!r}: t2i metrics need the i2t direction")
-        values |= {f"t2i/R@{k}": values[f"R@{k}"] for k in protocol.ks} | {f"i2t/R@{k}": i2t[f"R@{k}"] for k in protocol.ks}
+        values |= {f"t2i/R@{k}": values[f"R@{k}"] for k in protocol.ks}
+        values |= {f"i2t/R@{k}": i2t[f"R@{k}"] for k in protocol.ks}
         mean_ks = [k for k in protocol.ks if k in MEAN_RECALL_KS]
         if mean_ks:
-            values["mean_recall"] = sum(values[f"{d}/R@{k}"] for d in ("t2i", "i2t") for k in mean_ks) / (2 * len(mean_ks))
+            recalls = [values[f"{d}/R@{k}"] for d in ("t2i", "i2t") for k in mean_ks]
+            values["mean_recall"] = sum(recalls) / len(recalls)
     if protocol.headline:
         values["headline"] = sum(values[h] for h in protocol.headline) / len(protocol.headline)
     return {k: values[k] for k in protocol.metric_names()}
@@ -294,7 +296,8 @@ def _ranking(ranks: Csr) -> Ranking:
     counts = ranks.counts()
     valid = counts > 0
     within = torch.arange(ranks.idx.numel()) - torch.repeat_interleave(ranks.ptr[:-1], counts)
-    ap = torch.zeros(ranks.num_rows, dtype=torch.float64).index_add_(0, ranks.row_ids, (within + 1) / ranks.idx.double())
+    precision = (within + 1) / ranks.idx.double()
+    ap = torch.zeros(ranks.num_rows, dtype=torch.float64).index_add_(0, ranks.row_ids, precision)
     ap[valid] /= counts[valid]
     first = torch.zeros(ranks.num_rows, dtype=torch.int64)
     first[valid] = ranks.idx[ranks.ptr[:-1][valid]]
