@@ -69,9 +69,12 @@ class Split:
     queries: list[Query]
 
     def validate(self, source: str) -> None:
-        """Check referential integrity; ``source`` names the files in error messages."""
+        """Check referential integrity and unique gallery and query ids; ``source`` names the files in error
+        messages. (A duplicated gallery id would let a copy that is not a positive win a tie.)"""
         if not self.gallery and not self.queries:
             raise DataError(f"{source}: split '{self.name}' is empty (no gallery items and no queries)")
+        _require_unique(self.gallery, f"{source}: split '{self.name}' gallery")
+        _require_unique([q.query_id for q in self.queries], f"{source}: split '{self.name}' queries")
         for item_id in self.gallery:
             if item_id not in self.items:
                 raise DataError(f"{source}: gallery item '{item_id}' has no record in items")
@@ -85,6 +88,27 @@ class Split:
                     raise DataError(
                         f"{source}: query '{q.query_id}' field '{fname}': {missing[:3]} not in the '{self.name}' gallery"
                     )
+
+
+def _require_unique(ids: list[str], where: str) -> None:
+    first: dict[str, int] = {}
+    for n, item_id in enumerate(ids):
+        if item_id in first:
+            raise DataError(f"{where}: id '{item_id}' at position {n} repeats position {first[item_id]}")
+        first[item_id] = n
+
+
+def as_id(value: Any, where: str, key: str) -> str:
+    """An id as a string: the same id may be written as a number in one file and a string in another (``1163``,
+    ``"1163"``, ``1163.0`` from a spreadsheet); surrounding whitespace is dropped. Empty or other types raise."""
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        raise DataError(f"{where}: field '{key}' must be a string or an integer id, got {value!r}")
+    text = str(value).strip()
+    if not text:
+        raise DataError(f"{where}: field '{key}' is empty")
+    return text
 
 
 ITEM_FIELDS = {f for f in Item.__dataclass_fields__}
@@ -106,10 +130,11 @@ def item_from_dict(record: dict[str, Any], where: str) -> Item:
         if key not in record or record[key] in (None, ""):
             raise DataError(f"{where}: missing required field '{key}'")
     kwargs = {k: v for k, v in record.items() if k in ITEM_FIELDS}
-    kwargs["item_id"] = str(kwargs["item_id"])
+    kwargs["item_id"] = as_id(kwargs["item_id"], where, "item_id")
     kwargs["text"] = _as_text_list(record.get("text"), where)
-    for key in ("identity", "domain", "category"):
+    for key in ("domain", "category"):
         kwargs[key] = "" if record.get(key) is None else str(record[key])
+    kwargs["identity"] = "" if record.get("identity") in (None, "") else as_id(record["identity"], where, "identity")
     return Item(**kwargs)
 
 
@@ -119,19 +144,21 @@ def query_from_dict(record: dict[str, Any], where: str) -> Query:
             raise DataError(f"{where}: missing required field '{key}'")
     if not isinstance(record["positives"], list):
         raise DataError(f"{where} field 'positives': expected a list of item ids, got {type(record['positives']).__name__}")
-    if record.get("image") is None and not record.get("text"):
-        raise DataError(f"{where}: a query needs an 'image', a 'text', or both")
     kwargs = {k: v for k, v in record.items() if k in QUERY_FIELDS}
-    kwargs["query_id"] = str(record["query_id"])
+    kwargs["query_id"] = as_id(record["query_id"], where, "query_id")
     kwargs["text"] = _as_text_list(record.get("text"), where)
+    if record.get("image") is None and not any(t.strip() for t in kwargs["text"]):
+        raise DataError(f"{where}: a query needs an 'image', a non-empty 'text', or both")
+    if record.get("image") is not None:
+        kwargs["image"] = as_id(record["image"], where, "image")
     for key in ("positives", "exclude", "subset"):
-        kwargs[key] = [str(v) for v in record.get(key) or []]
+        kwargs[key] = [as_id(v, where, key) for v in record.get(key) or []]
     return Query(**kwargs)
 
 
 def iter_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
     """Yield (line number, record); a malformed line raises DataError naming file and line."""
-    with open(path, encoding="utf-8") as fh:
+    with open(path, encoding="utf-8-sig") as fh:  # a byte order mark at the start is skipped
         for lineno, line in enumerate(fh, start=1):
             if not line.strip():
                 continue
@@ -174,7 +201,7 @@ def read_split(root: Path, dataset: str, split: str, items: dict[str, Item] | No
         raise DataError(f"{split_dir}: split directory not found (expected gallery.txt and queries.jsonl)")
     items = read_items(root) if items is None else items
     gallery_path = split_dir / "gallery.txt"
-    gallery = [line.strip() for line in gallery_path.read_text().splitlines() if line.strip()] if gallery_path.exists() else []
+    gallery = [line.strip() for line in gallery_path.read_text(encoding="utf-8-sig").splitlines() if line.strip()] if gallery_path.exists() else []
     queries_path = split_dir / "queries.jsonl"
     queries = (
         [query_from_dict(r, f"{queries_path}:{n}") for n, r in iter_jsonl(queries_path)] if queries_path.exists() else []

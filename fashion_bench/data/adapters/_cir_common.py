@@ -1,52 +1,30 @@
 """Helpers shared by the adapters of the published composed-retrieval benchmarks (FashionIQ, CIRR, Shoes,
-Fashion200k): reading their JSON / text annotation files with errors that name the file and the record, and
-locating image files once per dataset."""
+Fashion200k): checked fields of their JSON records with errors that name the file and the record, captions as
+published, and locating image files once per dataset. The files themselves are read by ``_files``."""
 
 from __future__ import annotations
 
-import json
 import os
 from collections import Counter
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from fashion_bench.data.schema import DataError, SplitNotFound
+from fashion_bench.data.schema import DataError, as_id
 
 
-def read_json(path: Path, expected: type, *, split: str) -> Any:
-    """Parse a JSON annotation file holding a ``list`` or a ``dict``.
-
-    An absent file raises :class:`SplitNotFound` (the split is not on disk); a truncated or malformed one a
-    :class:`DataError` with line and column.
-    """
-    if not path.is_file():
-        raise SplitNotFound(f"{path}: annotation file of split '{split}' not found")
-    try:
-        with open(path, encoding="utf-8") as fh:
-            data = json.load(fh)
-    except json.JSONDecodeError as err:
-        raise DataError(f"{path}: malformed or truncated JSON at line {err.lineno} column {err.colno} ({err.msg})") from None
-    if not isinstance(data, expected):
-        raise DataError(f"{path}: expected a JSON {expected.__name__}, got {type(data).__name__}")
-    return data
-
-
-def read_lines(path: Path, *, split: str) -> list[tuple[int, str]]:
-    """(line number, stripped line) for the non-empty lines of a text file."""
-    if not path.is_file():
-        raise SplitNotFound(f"{path}: file of split '{split}' not found")
-    with open(path, encoding="utf-8") as fh:
-        return [(n, line.strip()) for n, line in enumerate(fh, start=1) if line.strip()]
-
-
-def field(record: Any, key: str, where: str, expected: type | tuple[type, ...] = str) -> Any:
-    """``record[key]``, checked to be present and of the expected type; ``where`` names file and record."""
+def _value(record: Any, key: str, where: str) -> Any:
     if not isinstance(record, dict):
         raise DataError(f"{where}: expected a JSON object, got {type(record).__name__}")
     if key not in record:
         raise DataError(f"{where}: missing key '{key}'")
-    value = record[key]
+    return record[key]
+
+
+def field(record: Any, key: str, where: str, expected: type | tuple[type, ...] = str) -> Any:
+    """``record[key]``, checked to be present, of the expected type and not a blank string; ``where`` names file
+    and record."""
+    value = _value(record, key, where)
     if not isinstance(value, expected) or isinstance(value, bool):
         names = expected.__name__ if isinstance(expected, type) else " or ".join(t.__name__ for t in expected)
         raise DataError(f"{where}: key '{key}' must be a {names}, got {type(value).__name__}")
@@ -55,11 +33,33 @@ def field(record: Any, key: str, where: str, expected: type | tuple[type, ...] =
     return value
 
 
+def identifier(record: Any, key: str, where: str) -> str:
+    """An image name or query id: a string or a number (see :func:`~fashion_bench.data.schema.as_id`)."""
+    return as_id(_value(record, key, where), where, key)
+
+
 def string_list(record: dict[str, Any], key: str, where: str) -> list[str]:
     value = field(record, key, where, list)
     if not value or not all(isinstance(v, str) and v.strip() for v in value):
         raise DataError(f"{where}: key '{key}' must be a non-empty list of non-empty strings, got {value!r}")
     return value
+
+
+def captions(record: Any, key: str, where: str, *, required: bool) -> list[str]:
+    """The caption(s) under ``key`` (one string or a list of strings), as published.
+
+    The complete FashionIQ and CIRR files hold empty captions (``["", "has bigger image"]``): an empty caption is
+    kept, adds nothing to the joined text and is counted by ``data verify``. A query that is trained on or scored
+    (``required``: it has a target) must keep some text; a target-less one (for the evaluation server) may have
+    none and then ranks by its reference image alone.
+    """
+    value = _value(record, key, where)
+    texts = [value] if isinstance(value, str) else value
+    if not isinstance(texts, list) or not texts or not all(isinstance(t, str) for t in texts):
+        raise DataError(f"{where}: key '{key}' must be a string or a non-empty list of strings, got {value!r}")
+    if required and not any(t.strip() for t in texts):
+        raise DataError(f"{where}: key '{key}' has no text ({value!r}): a query with a target needs a non-empty caption")
+    return texts
 
 
 def require_known(names: Iterable[str], known: set[str] | dict[str, Any], where: str, what: str, source: Path) -> None:

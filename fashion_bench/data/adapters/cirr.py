@@ -20,8 +20,9 @@ from pathlib import Path
 from typing import Callable
 
 from fashion_bench.data.adapters import DatasetInfo, register
-from fashion_bench.data.adapters._cir_common import field, read_json, require_known, string_list
-from fashion_bench.data.schema import DataError, Item, Query, Split
+from fashion_bench.data.adapters._cir_common import captions, field, identifier, require_known, string_list
+from fashion_bench.data.adapters._files import UniqueIds, read_json
+from fashion_bench.data.schema import DataError, Item, Query, Split, as_id
 
 NO_TARGET_SPLITS = ("test1",)
 
@@ -37,18 +38,12 @@ def cirr_loader(root: Path, dataset: str) -> Callable[[str], Split]:
     def load(split: str) -> Split:
         split_path = annotations / "image_splits" / f"split.rc2.{split}.json"
         captions_path = annotations / "captions" / f"cap.rc2.{split}.json"
-        paths = read_json(split_path, dict, split=split)
-        records = read_json(captions_path, list, split=split)
-        for name, path in paths.items():
-            if not isinstance(path, str) or not path:
-                raise DataError(f"{split_path}: image '{name}' must map to a relative path string, got {path!r}")
-        items = {name: Item(item_id=name, image=path.removeprefix("./")) for name, path in paths.items()}
-        queries = [_query(record, n, split, captions_path, split_path, items) for n, record in enumerate(records)]
-        seen: dict[str, int] = {}
-        for n, q in enumerate(queries):
-            if q.query_id in seen:
-                raise DataError(f"{captions_path} record {n}: pairid {q.query_id} repeats record {seen[q.query_id]}")
-            seen[q.query_id] = n
+        items = _items(split_path, split)
+        pair_ids = UniqueIds("pairid")
+        queries = []
+        for n, record in enumerate(read_json(captions_path, list, split=split)):
+            queries.append(_query(record, n, split, captions_path, split_path, items))
+            pair_ids.add(queries[-1].query_id, f"{captions_path} record {n}", shown=queries[-1].query_id)
         result = Split(split, items, list(items), queries)
         result.validate(str(captions_path))
         return result
@@ -57,22 +52,37 @@ def cirr_loader(root: Path, dataset: str) -> Callable[[str], Split]:
     return load
 
 
+def _items(split_path: Path, split: str) -> dict[str, Item]:
+    """The split file's images (a name written twice is rejected by ``read_json``)."""
+    items = {}
+    for name, path in read_json(split_path, dict, split=split).items():
+        if not isinstance(path, str) or not path.strip():
+            raise DataError(f"{split_path}: image '{name}' must map to a relative path string, got {path!r}")
+        item_id = as_id(name, str(split_path), "image name")
+        if item_id in items:
+            raise DataError(f"{split_path}: image '{item_id}' is listed twice (its name once with surrounding spaces)")
+        items[item_id] = Item(item_id=item_id, image=path.strip().removeprefix("./"))
+    return items
+
+
 def _query(record: object, n: int, split: str, captions_path: Path, split_path: Path, items: dict[str, Item]) -> Query:
+    """One caption record. test1 records have no target; one of them has an empty caption, kept (see
+    :func:`~fashion_bench.data.adapters._cir_common.captions`)."""
     where = f"{captions_path} record {n}"
-    pair_id = field(record, "pairid", where, (int, str))
+    pair_id = identifier(record, "pairid", where)
     where = f"{captions_path} record {n} (pairid {pair_id})"
-    reference = field(record, "reference", where)
-    caption = field(record, "caption", where)
+    reference = identifier(record, "reference", where)
     img_set = field(record, "img_set", where, dict)
-    members = string_list(img_set, "members", f"{where} field 'img_set'")
+    members = [m.strip() for m in string_list(img_set, "members", f"{where} field 'img_set'")]
     if reference not in members:
         raise DataError(f"{where}: reference '{reference}' is not among its img_set members {members}")
-    target = None if split in NO_TARGET_SPLITS else field(record, "target_hard", where)
+    target = None if split in NO_TARGET_SPLITS else identifier(record, "target_hard", where)
+    text = captions(record, "caption", where, required=target is not None)
     require_known([reference, *members, *([target] if target else [])], items, where, "images", split_path)
     return Query(
-        query_id=str(pair_id),
+        query_id=pair_id,
         image=reference,
-        text=[caption],
+        text=text,
         positives=[target] if target else [],
         exclude=[reference],
         subset=[m for m in members if m != reference],

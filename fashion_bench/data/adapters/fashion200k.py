@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Callable
 
 from fashion_bench.data.adapters import DatasetInfo, register
-from fashion_bench.data.adapters._cir_common import read_lines
+from fashion_bench.data.adapters._files import UniqueIds, read_lines
 from fashion_bench.data.schema import DataError, Item, Query, Split, SplitNotFound
 
 log = logging.getLogger(__name__)
@@ -101,19 +101,22 @@ def read_labels(root: Path, split: str, image_dir: str) -> dict[str, Item]:
 
 
 def test_queries(path: Path, items: dict[str, Item], split: str) -> list[Query]:
-    """Queries of ``test_queries.txt``; positives = every image of the split with the target's caption."""
+    """Queries of ``test_queries.txt``; positives = every image of the split with the target's caption. A line
+    repeated (same source and target) is an error: it would count one query twice."""
     if not path.is_file():
         raise DataError(f"{path}: not found; the TIRG test queries come with the TIRG code (github.com/google/tirg)")
     by_caption: dict[str, list[str]] = defaultdict(list)
     for item in items.values():
         by_caption[item.text[0]].append(item.item_id)
     queries = []
+    pairs = UniqueIds("query")
     for n, (lineno, line) in enumerate(read_lines(path, split=split)):
         where = f"{path}:{lineno}"
         parts = line.split()
         if len(parts) != 2:
             raise DataError(f"{where}: expected '<source path> <target path>', got {line[:120]!r}")
         source, target = parts
+        pairs.add((source, target), where, shown=f"'{source} {target}'")
         for role, name in (("source", source), ("target", target)):
             if name not in items:
                 raise DataError(f"{where}: {role} image '{name}' is not in the '{split}' label files")

@@ -30,8 +30,9 @@ from pathlib import Path
 from typing import Callable
 
 from fashion_bench.data.adapters import DatasetInfo, register
-from fashion_bench.data.adapters._cir_common import ImageIndex, field, read_json, require_known, string_list
-from fashion_bench.data.schema import DataError, Item, Query, Split
+from fashion_bench.data.adapters._cir_common import ImageIndex, captions, identifier, require_known
+from fashion_bench.data.adapters._files import UniqueIds, read_json
+from fashion_bench.data.schema import DataError, Item, Query, Split, as_id
 
 CATEGORIES = ("dress", "shirt", "toptee")
 
@@ -84,31 +85,38 @@ def fashioniq_loader(
 
 
 def _image_split(path: Path, split: str) -> dict[str, None]:
-    """The image ids of a category's split file, in order."""
-    names = read_json(path, list, split=split)
-    for n, name in enumerate(names):
-        if not isinstance(name, str) or not name:
-            raise DataError(f"{path}: entry {n} must be a non-empty image id string, got {name!r}")
-    return dict.fromkeys(names)
+    """The image ids of a category's split file, in order; an id listed twice is an error."""
+    seen = UniqueIds("image id")
+    names: dict[str, None] = {}
+    for n, value in enumerate(read_json(path, list, split=split)):
+        where = f"{path} entry {n}"
+        name = as_id(value, where, "image id")
+        seen.add(name, where)
+        names[name] = None
+    return names
 
 
 def _category_queries(
     root: Path, split: str, category: str, listed: dict[str, None], item_id: Callable[[str], str]
 ) -> list[Query]:
-    """The queries of ``cap.<category>.<split>.json``; their images must be in the category's split file."""
+    """The queries of ``cap.<category>.<split>.json``; their images must be in the category's split file. A
+    record repeated identically (candidate, target and captions) is an error: the same pair with other captions
+    is another query."""
     path = root / "captions" / f"cap.{category}.{split}.json"
     split_file = root / "image_splits" / f"split.{category}.{split}.json"
     queries = []
+    records = UniqueIds("record")
     for n, record in enumerate(read_json(path, list, split=split)):
         where = f"{path} record {n}"
-        candidate = field(record, "candidate", where)
+        candidate = identifier(record, "candidate", where)
         where = f"{path} record {n} (candidate '{candidate}')"
-        target = field(record, "target", where) if "target" in record or split != "test" else None
-        captions = string_list(record, "captions", where)
+        target = identifier(record, "target", where) if "target" in record or split != "test" else None
+        texts = captions(record, "captions", where, required=target is not None)
+        records.add((candidate, target, *texts), where, shown="(same candidate, target and captions)")
         require_known([candidate] + ([target] if target else []), listed, where, "images", split_file)
         queries.append(
             Query(
-                query_id=f"{category}-{n}", image=item_id(candidate), text=captions,
+                query_id=f"{category}-{n}", image=item_id(candidate), text=texts,
                 positives=[item_id(target)] if target else [], category=category,
             )
         )

@@ -17,10 +17,11 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Callable
+from typing import Callable, NamedTuple
 
 from fashion_bench.data.adapters import DatasetInfo, register
-from fashion_bench.data.adapters._cir_common import ImageIndex, field, read_json, read_lines
+from fashion_bench.data.adapters._cir_common import ImageIndex, captions, identifier
+from fashion_bench.data.adapters._files import UniqueIds, read_json, read_lines
 from fashion_bench.data.schema import DataError, Item, Query, Split, SplitNotFound
 
 CAPTIONS = "relative_captions_shoes.json"
@@ -35,7 +36,7 @@ def shoes_loader(root: Path, dataset: str, *, image_dir: str = "") -> Callable[[
     if not (root / image_dir).is_dir():
         raise DataError(f"{root / image_dir}: Shoes image folder not found")
     images = ImageIndex(root, root / image_dir, recursive=True, by_stem=False)
-    parsed: list[tuple[dict[str, dict[str, int]], dict[str, list[tuple[int, dict]]]]] = []
+    parsed: list[tuple[dict[str, dict[str, int]], dict[str, list[Triplet]]]] = []
 
     def load(split: str) -> Split:
         if split not in NAME_LISTS:
@@ -45,11 +46,9 @@ def shoes_loader(root: Path, dataset: str, *, image_dir: str = "") -> Callable[[
         names, triplets = parsed[0]
         items = {n: Item(item_id=n, image=images.path(n, n), category=_shoe_type(n)) for n in names[split]}
         queries = [
-            Query(
-                query_id=f"shoes-{n}", image=r["ReferenceImageName"], text=[r["RelativeCaption"]],
-                positives=[r["ImageName"]], category=_shoe_type(r["ReferenceImageName"]),
-            )
-            for n, r in triplets[split]
+            Query(query_id=f"shoes-{t.index}", image=t.reference, text=t.text, positives=[t.target],
+                  category=_shoe_type(t.reference))
+            for t in triplets[split]
         ]
         result = Split(split, items, list(names[split]), queries)
         result.validate(str(root / CAPTIONS))
@@ -59,27 +58,47 @@ def shoes_loader(root: Path, dataset: str, *, image_dir: str = "") -> Callable[[
     return load
 
 
-def _read_triplets(root: Path) -> tuple[dict[str, dict[str, int]], dict[str, list[tuple[int, dict]]]]:
-    """The name lists (name -> line) and the caption records (index, record) of each split, assigned by
-    reference image."""
+class Triplet(NamedTuple):
+    index: int
+    reference: str
+    target: str
+    text: list[str]
+
+
+def _name_list(path: Path, split: str) -> dict[str, int]:
+    """Image name -> line of a name list; a name listed twice is an error."""
+    seen = UniqueIds("image name")
+    names = {}
+    for line, name in read_lines(path, split=split):
+        seen.add(name, f"{path}:{line}")
+        names[name] = line
+    return names
+
+
+def _read_triplets(root: Path) -> tuple[dict[str, dict[str, int]], dict[str, list[Triplet]]]:
+    """The name lists (name -> line) and the caption records of each split, assigned by reference image. A record
+    repeated identically (reference, target and caption) is an error; the same pair with another caption is
+    another query."""
     captions_path = root / CAPTIONS
-    names = {s: {name: line for line, name in read_lines(root / f, split=s)} for s, f in NAME_LISTS.items()}
+    names = {s: _name_list(root / f, s) for s, f in NAME_LISTS.items()}
     both = sorted(set(names["train"]) & set(names["test"]))
     if both:
         raise DataError(f"{root}: images listed in both {NAME_LISTS['train']} and {NAME_LISTS['test']}: {both[:3]}")
-    triplets: dict[str, list[tuple[int, dict]]] = {s: [] for s in NAME_LISTS}
+    triplets: dict[str, list[Triplet]] = {s: [] for s in NAME_LISTS}
+    records = UniqueIds("record")
     for n, record in enumerate(read_json(captions_path, list, split="train and test")):
         where = f"{captions_path} record {n}"
-        reference = field(record, "ReferenceImageName", where)
-        target = field(record, "ImageName", where)
-        field(record, "RelativeCaption", where)
+        reference = identifier(record, "ReferenceImageName", where)
+        target = identifier(record, "ImageName", where)
+        text = captions(record, "RelativeCaption", where, required=True)
         where = f"{where} (reference '{reference}', target '{target}')"
+        records.add((reference, target, *text), where, shown="(same reference, target and caption)")
         split = next((s for s in NAME_LISTS if reference in names[s]), None)
         if split is None:
             raise DataError(f"{where}: the reference image is in neither {NAME_LISTS['train']} nor {NAME_LISTS['test']}")
         if target not in names[split]:
             raise DataError(f"{where}: the target image is not in {NAME_LISTS[split]}, the list of its reference")
-        triplets[split].append((n, record))
+        triplets[split].append(Triplet(n, reference, target, text))
     return names, triplets
 
 
