@@ -2,9 +2,10 @@
 
 Loads each split the data config names (train / val / test, those present on disk) through the dataset's
 adapter, prints per split the numbers of queries (training triplets for ``cir`` train splits), gallery images
-and images in all, per category where queries have one, then checks every image: present and with a readable
-header, or fully decoded with ``--decode``. Malformed annotation files and records are reported with the
-adapter's message (file and record). Exits non-zero on any error; with ``skip_missing_images: true`` in the
+and images in all, per category where queries have one, and as warnings the queries kept with an empty caption
+(the complete FashionIQ and CIRR files hold some), then checks every image: present and with a readable
+header, or fully decoded with ``--decode``. Malformed annotation files and records, and duplicate ids, are
+reported with the adapter's message (file and record). Exits non-zero on any error; with ``skip_missing_images: true`` in the
 config missing or unreadable images are warnings, as fit / validate then skip and count them.
 
 Light on purpose: no Lightning and no torch import, so it runs in seconds on a machine without a GPU.
@@ -30,8 +31,28 @@ LISTED = 10  # problems named in full per kind; the rest are counted
 
 @dataclass
 class Report:
+    """What ``verify`` found; ``split_warnings`` counts per split what is kept but worth knowing (e.g.
+    ``{"val": {"empty_captions": 3}}``), each count also being one line of ``warnings``."""
+
     errors: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    split_warnings: dict[str, dict[str, int]] = field(default_factory=dict)
+
+
+TEXT_WARNINGS = {
+    "empty_captions": "queries with an empty caption (kept: it adds nothing to the joined text)",
+    "no_text": "queries without a target and with no text at all (kept: ranked by their reference image alone)",
+}
+
+
+def text_warnings(split: Split) -> dict[str, int]:
+    """Counts of the queries whose published text has an empty caption, and of those whose every caption is
+    empty (adapters accept these only in splits without targets); zero counts are left out."""
+    counts = {
+        "empty_captions": sum(1 for q in split.queries if any(not t.strip() for t in q.text)),
+        "no_text": sum(1 for q in split.queries if q.text and not any(t.strip() for t in q.text)),
+    }
+    return {key: n for key, n in counts.items() if n}
 
 
 def load_data_config(path: Path, overrides: dict[str, Any]) -> dict[str, Any]:
@@ -97,6 +118,7 @@ def verify(config: dict[str, Any], *, decode: bool = False, progress: bool = Tru
             print(f"  split '{name}' ({', '.join(roles)}): error: {err}", file=out)
             continue
         _print_counts(splits[name], roles, task, protocol.per_category, out)
+        _note_text_warnings(splits[name], report, out)
     if not splits and not report.errors:
         report.errors.append(f"{root}: no split of dataset '{info.name}' found ({', '.join(split_names(config))})")
         print(f"error: {report.errors[-1]}", file=out)
@@ -137,6 +159,15 @@ def _print_counts(split: Split, roles: list[str], task: str, per_category: bool,
         gallery = Counter(split.items[i].category for i in split.gallery)
         for category, count in sorted(categories.items()):
             print(f"    {category}: {count} queries, gallery {gallery.get(category, 0)} images", file=out)
+
+
+def _note_text_warnings(split: Split, report: Report, out: TextIO) -> None:
+    counts = text_warnings(split)
+    if counts:
+        report.split_warnings[split.name] = counts
+    for key, n in counts.items():
+        report.warnings.append(f"split '{split.name}': {n} {TEXT_WARNINGS[key]}")
+        print(f"    warning: {n} {TEXT_WARNINGS[key]}", file=out)
 
 
 def check_images(

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from fashion_bench.data.adapters import DatasetInfo, register
+from fashion_bench.data.adapters._files import ENCODING, UniqueIds
 from fashion_bench.data.schema import DataError, Item, Query, Split
 from fashion_bench.data.transforms import crop_image_ref
 
@@ -45,7 +46,7 @@ def _records(path: Path, header: list[str]) -> Iterator[tuple[str, list[str]]]:
     """(where, fields) of a DeepFashion list file, after checking its header and its announced record count."""
     if not path.exists():
         raise DataError(f"{path}: file not found")
-    lines = path.read_text(encoding="utf-8").splitlines()
+    lines = path.read_text(encoding=ENCODING).splitlines()
     if len(lines) < 2 or not lines[0].strip().isdigit():
         raise DataError(f"{path}:1: expected the record count on the first line, found {lines[:1]}")
     if lines[1].split() != header:
@@ -62,7 +63,9 @@ def _records(path: Path, header: list[str]) -> Iterator[tuple[str, list[str]]]:
 def read_boxes(path: Path) -> dict[str, tuple[int, int, int, int]]:
     header = ["image_name", "clothes_type", "pose_type", "x_1", "y_1", "x_2", "y_2"]
     boxes = {}
+    names = UniqueIds("image_name")
     for where, fields in _records(path, header):
+        names.add(fields[0], where, shown=f"'{fields[0]}'")
         try:
             box = tuple(int(v) for v in fields[3:])
         except ValueError:
@@ -75,13 +78,11 @@ def read_boxes(path: Path) -> dict[str, tuple[int, int, int, int]]:
 
 def read_partition(path: Path, boxes: dict[str, tuple[int, int, int, int]] | None) -> dict[str, list[Item]]:
     by_status: dict[str, list[Item]] = {s: [] for s in STATUSES}
-    seen: set[str] = set()
+    names = UniqueIds("image_name")
     for where, (image, identity, status) in _records(path, ["image_name", "item_id", "evaluation_status"]):
         if status not in STATUSES:
             raise DataError(f"{where}: evaluation_status '{status}' is not one of {list(STATUSES)}")
-        if image in seen:
-            raise DataError(f"{where}: duplicate image_name '{image}'")
-        seen.add(image)
+        names.add(image, where, shown=f"'{image}'")
         if boxes is not None and image not in boxes:
             raise DataError(f"{where}: image '{image}' has no box in {path.parent / BBOX}")
         parts = Path(image).parts

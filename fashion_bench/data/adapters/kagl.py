@@ -19,7 +19,6 @@ ENCLIP publishes no split: products are split deterministically by a hash of the
 
 from __future__ import annotations
 
-import csv
 import zlib
 from collections import defaultdict
 from dataclasses import dataclass
@@ -28,8 +27,9 @@ from typing import Any, Callable
 
 from fashion_bench.atomic import atomic_open
 from fashion_bench.data.adapters import DatasetInfo, register
+from fashion_bench.data.adapters._files import UniqueIds, read_csv
 from fashion_bench.data.adapters.manifest import text_queries
-from fashion_bench.data.schema import DataError, Item, Split, SplitNotFound
+from fashion_bench.data.schema import DataError, Item, Split, SplitNotFound, as_id
 
 
 @dataclass(frozen=True)
@@ -90,37 +90,31 @@ def assign_splits(items: list[Item], val_percent: int, test_percent: int) -> dic
 
 def read_styles_csv(path: Path, columns: Columns) -> list[Item]:
     """Kaggle's styles.csv. Some display names contain unquoted commas; since the name is the last column, the
-    extra fields of such a line are joined back into it rather than dropping the line."""
-    with open(path, newline="", encoding="utf-8") as fh:
-        reader = csv.reader(fh)
-        header = next(reader, None)
-        if not header:
-            raise DataError(f"{path}: empty file (expected a header line)")
-        missing = [c for c in (columns.id, columns.text, columns.category) if c not in header]
-        if missing:
-            raise DataError(f"{path}: missing columns {missing}; header is {header}")
-        text_last = header[-1] == columns.text
-        items: list[Item] = []
-        seen: set[str] = set()
-        for lineno, fields in enumerate(reader, start=2):
-            if not fields:
-                continue
-            if len(fields) > len(header) and text_last:
-                fields = fields[: len(header) - 1] + [",".join(fields[len(header) - 1 :])]
-            if len(fields) != len(header):
-                raise DataError(f"{path}:{lineno}: malformed line ({len(fields)} fields, the header has {len(header)})")
-            row = dict(zip(header, fields))
-            items.append(_item(row, columns, f"images/{row[columns.id]}.jpg", f"{path}:{lineno}", seen))
-        return items
+    extra fields of such a line are joined back into it rather than dropping the line. A byte order mark and
+    trailing commas (re-saved copies) are accepted (see ``read_csv``)."""
+    header, rows = read_csv(path)
+    missing = [c for c in (columns.id, columns.text, columns.category) if c not in header]
+    if missing:
+        raise DataError(f"{path}: missing columns {missing}; header is {header}")
+    text_last = header[-1] == columns.text
+    items: list[Item] = []
+    ids = UniqueIds("product id")
+    for lineno, fields in rows:
+        if len(fields) > len(header) and text_last:
+            fields = fields[: len(header) - 1] + [",".join(fields[len(header) - 1 :])]
+        if len(fields) != len(header):
+            raise DataError(f"{path}:{lineno}: malformed line ({len(fields)} fields, the header has {len(header)})")
+        row = dict(zip(header, fields))
+        where = f"{path}:{lineno}"
+        product = as_id(row[columns.id], where, columns.id)
+        items.append(_item(row, columns, f"images/{product}.jpg", where, ids))
+    return items
 
 
-def _item(row: dict[str, Any], columns: Columns, image: str, where: str, seen: set[str]) -> Item:
-    product = str(row.get(columns.id) or "").strip()
-    if not product:
-        raise DataError(f"{where}: empty '{columns.id}'")
-    if product in seen:
-        raise DataError(f"{where}: duplicate product id '{product}'")
-    seen.add(product)
+def _item(row: dict[str, Any], columns: Columns, image: str, where: str, ids: UniqueIds) -> Item:
+    """One product; its id may be a number (Hugging Face copies) or a string (styles.csv): both read the same."""
+    product = as_id(row.get(columns.id), where, columns.id)
+    ids.add(product, where, shown=f"'{product}'")
     text = str(row.get(columns.text) or "").strip()
     skip = {columns.id, columns.text, columns.image, columns.category}
     attributes = {k: v for k, v in row.items() if k not in skip and isinstance(v, (str, int, float, bool))}
@@ -161,10 +155,10 @@ def read_hf(source: Any, label: str, columns: Columns, image_cache: Path) -> lis
         source = source.cast_column(columns.image, datasets.Image(decode=False))
     image_cache.mkdir(parents=True, exist_ok=True)
     items: list[Item] = []
-    seen: set[str] = set()
+    ids = UniqueIds("product id")
     for row, record in enumerate(source):
         where = f"Hugging Face dataset '{label}' row {row}"
-        items.append(_item(record, columns, _image_file(record[columns.image], row, image_cache, where), where, seen))
+        items.append(_item(record, columns, _image_file(record[columns.image], row, image_cache, where), where, ids))
     return items
 
 

@@ -13,44 +13,47 @@ Composed retrieval needs triplets, which a catalogue does not have: use the cano
 
 from __future__ import annotations
 
-import csv
 from collections import defaultdict
 from pathlib import Path
 from typing import Any, Callable
 
 from fashion_bench.data.adapters import DatasetInfo, register
+from fashion_bench.data.adapters._files import UniqueIds, read_csv
 from fashion_bench.data.schema import DataError, Item, Query, Split, item_from_dict, iter_jsonl
 
 
 def read_manifest(path: Path) -> list[tuple[str, dict[str, Any]]]:
-    """(where, record) pairs from a jsonl or csv manifest; ``where`` names file and line for error messages."""
+    """(where, record) pairs from a jsonl or csv manifest; ``where`` names file and line for error messages.
+    A csv manifest may start with a byte order mark and end its lines with commas (see ``read_csv``)."""
     if not path.exists():
         raise DataError(f"{path}: manifest not found")
-    if path.suffix == ".csv":
-        with open(path, newline="", encoding="utf-8") as fh:
-            reader = csv.DictReader(fh)
-            if reader.fieldnames is None or "image" not in reader.fieldnames:
-                raise DataError(f"{path}: csv manifest needs an 'image' column, found {reader.fieldnames}")
-            rows = []
-            for lineno, row in enumerate(reader, start=2):
-                if None in row:
-                    raise DataError(f"{path}:{lineno}: malformed csv line (more fields than the header)")
-                text = row.get("text") or ""
-                rows.append((f"{path}:{lineno}", {**row, "text": [t for t in text.split("|") if t]}))
-            return rows
-    return [(f"{path}:{lineno}", record) for lineno, record in iter_jsonl(path)]
+    if path.suffix != ".csv":
+        return [(f"{path}:{lineno}", record) for lineno, record in iter_jsonl(path)]
+    header, rows = read_csv(path)
+    if "image" not in header:
+        raise DataError(f"{path}: csv manifest needs an 'image' column, found {header}")
+    records = []
+    for lineno, fields in rows:
+        if len(fields) > len(header):
+            raise DataError(f"{path}:{lineno}: malformed csv line (more fields than the header)")
+        row = dict(zip(header, fields))
+        records.append((f"{path}:{lineno}", {**row, "text": [t for t in (row.get("text") or "").split("|") if t]}))
+    return records
 
 
 def manifest_loader(
     root: Path, dataset: str, *, manifest: str = "manifest.jsonl", task: str = "t2i", query_domain: str = "query"
 ) -> Callable[[str], Split]:
-    records = read_manifest(root / manifest)
+    """Item ids are unique across the manifest (whatever the split): an id (or, without ``item_id``, an image
+    path) listed twice is an error naming both lines."""
     by_split: dict[str, list[Item]] = defaultdict(list)
-    for where, record in records:
+    ids = UniqueIds("item_id")
+    for where, record in read_manifest(root / manifest):
         record = {**record, "item_id": record.get("item_id") or record.get("image")}
         item = item_from_dict(record, where)
+        ids.add(item.item_id, where, shown=f"'{item.item_id}'")
         item.identity = item.identity or item.item_id
-        by_split[str(record.get("split") or "test")].append(item)
+        by_split[str(record.get("split") or "test").strip()].append(item)
 
     def load(split: str) -> Split:
         items = by_split.get(split)

@@ -30,7 +30,8 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from fashion_bench.data.adapters import DatasetInfo, register
-from fashion_bench.data.schema import DataError, Item, Query, Split, SplitNotFound
+from fashion_bench.data.adapters._files import ENCODING, UniqueIds
+from fashion_bench.data.schema import DataError, Item, Query, Split, SplitNotFound, as_id
 from fashion_bench.data.transforms import crop_image_ref
 
 DEFAULT_PARTS = {"train": ["train*"], "val": ["val*"], "test": ["test*"]}
@@ -52,7 +53,7 @@ def frame_path(frames_root: Path, part: str, video_id: str, frame_index: int) ->
 
 def read_json(path: Path) -> dict[str, Any]:
     try:
-        record = json.loads(path.read_text(encoding="utf-8"))
+        record = json.loads(path.read_text(encoding=ENCODING))
     except json.JSONDecodeError as err:
         raise DataError(f"{path}: malformed JSON ({err.msg} at line {err.lineno})") from None
     if not isinstance(record, dict):
@@ -69,7 +70,7 @@ def require(record: dict[str, Any], key: str, where: str) -> Any:
 def video_frames(path: Path) -> tuple[str, list[tuple[int, list[dict[str, Any]]]]]:
     """(video_id, [(frame_index, annotations)]) of a video annotation file."""
     record = read_json(path)
-    video_id = str(require(record, "video_id", str(path)))
+    video_id = as_id(require(record, "video_id", str(path)), str(path), "video_id")
     frames = require(record, "frames", str(path))
     if not isinstance(frames, list):
         raise DataError(f"{path}: 'frames' must be a list, got {type(frames).__name__}")
@@ -128,19 +129,23 @@ def _item(item_id: str, image: str, box: tuple[int, int, int, int], ann: dict[st
 
 def read_part(root: Path, part: Path, frames_root: Path) -> list[Item]:
     """The garment crops of one part: shop crops, then live crops (attribute ``source``: item or video id).
-    Image paths are relative to ``root``, as is ``frames_root`` unless it is absolute."""
+    Image paths are relative to ``root``, as is ``frames_root`` unless it is absolute. Two annotation files (or
+    two frames of one file) that describe the same crop are an error naming both."""
     items: list[Item] = []
+    ids = UniqueIds("annotation of")
     rel = part.relative_to(root)
     for path in sorted((part / "image_annotation").glob("*/*.json")):
         record = read_json(path)
-        shop_id = str(require(record, "item_id", str(path)))
+        shop_id = as_id(require(record, "item_id", str(path)), str(path), "item_id")
         image = str(rel / "image" / path.parent.name / str(require(record, "img_name", str(path))))
         annotations = require(record, "annotations", str(path))
         if not isinstance(annotations, list):
             raise DataError(f"{path}: 'annotations' must be a list")
         text = _text(part / "image_text" / f"{shop_id}.txt")
         for k, ann, box in _garments(annotations, str(path)):
-            items.append(_item(f"{part.name}/shop/{shop_id}/{path.stem}/{k}", image, box, ann, "shop", text, shop_id))
+            item_id = f"{part.name}/shop/{shop_id}/{path.stem}/{k}"
+            ids.add(item_id, str(path), shown=f"crop '{item_id}' (its item_id and img_name)")
+            items.append(_item(item_id, image, box, ann, "shop", text, shop_id))
     videos = sorted((part / "video_annotation").glob("*.json"))
     if videos and not (root / frames_root / part.name).is_dir():
         raise DataError(
@@ -153,7 +158,9 @@ def read_part(root: Path, part: Path, frames_root: Path) -> list[Item]:
         for index, annotations in frames:
             image = str(frame_path(frames_root, part.name, video_id, index))
             for k, ann, box in _garments(annotations, f"{path}: frame {index}"):
-                items.append(_item(f"{part.name}/live/{video_id}/{index}/{k}", image, box, ann, "live", text, video_id))
+                item_id = f"{part.name}/live/{video_id}/{index}/{k}"
+                ids.add(item_id, f"{path}: frame {index}", shown=f"crop '{item_id}' (its video_id and frame_index)")
+                items.append(_item(item_id, image, box, ann, "live", text, video_id))
     return items
 
 
