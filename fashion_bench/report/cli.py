@@ -1,42 +1,59 @@
-"""``fashion-bench report``: runs -> leaderboard.md, leaderboard.csv, plots, galleries, regression check.
+"""``fashion-bench report``: runs -> leaderboard.md, leaderboard.csv, plots, galleries; claims; regression check.
 
-Exit status: 0 success; 1 a regression check failed (or, with ``--strict``, an expectation had no run);
-2 the expected-results file is missing or malformed. Invalid results files never fail the report: they are
-skipped with a warning.
+Exit status: 0 success; 1 the regression check (``--check``) failed: a result outside its band or a reversed
+claim (with ``--strict`` also an expectation or claim without runs); 2 the expected-results or claims file is
+missing or malformed. Invalid results files never fail the report: they are skipped with a warning.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-import tempfile
 from pathlib import Path
 from typing import Sequence
 
+from fashion_bench.atomic import atomic_open
+from fashion_bench.report.claims import (
+    MISSING,
+    NOT_JUDGED,
+    Claim,
+    ClaimResult,
+    check_claims,
+    load_claims,
+    render_claims,
+)
 from fashion_bench.report.collect import Collection, collect, display_path
 from fashion_bench.report.gallery import GalleryPage, gallery_index, gallery_page
-from fashion_bench.report.regression import ExpectedFileError, check_expected, load_expected
-from fashion_bench.report.tables import build_tables, load_published, render_leaderboard, runs_csv
+from fashion_bench.report.regression import Expectation, ExpectedFileError, check_expected, load_expected
+from fashion_bench.report.stats import DEFAULT_RESAMPLES, Bootstrap
+from fashion_bench.report.tables import Table, build_tables, load_published, render_leaderboard, runs_csv
 
-DEFAULT_EXPECTED = Path("configs/report/expected.yaml")
+DEFAULT_CLAIMS = Path("configs/report/claims.yaml")
 DEFAULT_GALLERY_QUERIES = 8
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="fashion-bench report",
-        description="Merge every results.json under the run folders into a leaderboard (markdown + CSV), "
-                    "plots, retrieval galleries, and check the expected results.",
+        description="Merge every results.json under the run folders into a leaderboard (markdown + CSV) with "
+                    "bootstrap intervals and paired comparisons, plots, retrieval galleries, and the papers' "
+                    "claims; optionally check expected results.",
     )
     parser.add_argument("--runs", nargs="+", action="extend", type=Path, metavar="DIR",
                         help="folders searched recursively for results.json (default: runs/)")
     parser.add_argument("--out", type=Path, default=Path("docs"), metavar="DIR",
                         help="output folder for leaderboard.md/.csv, plots/ and galleries/ (default: docs/)")
-    parser.add_argument("--expected", type=Path, metavar="FILE",
-                        help=f"expected-results YAML (default: {DEFAULT_EXPECTED} if it exists)")
+    parser.add_argument("--check", type=Path, metavar="FILE",
+                        help="run the regression check: every run inside the bands of this expected-results "
+                             "YAML (e.g. configs/report/expected.yaml) and no claim reversed (default: no check)")
+    parser.add_argument("--claims", type=Path, metavar="FILE",
+                        help=f"claims YAML (default: {DEFAULT_CLAIMS} if it exists)")
     parser.add_argument("--strict", action="store_true",
-                        help="fail when an expected entry has no matching run (default: warn)")
+                        help="with --check, fail when an expectation or a claim has no runs (default: warn)")
+    parser.add_argument("--resamples", type=_non_negative, default=DEFAULT_RESAMPLES, metavar="N",
+                        help=f"bootstrap resamples over queries, 0 for no intervals (default: {DEFAULT_RESAMPLES})")
+    parser.add_argument("--bootstrap-seed", type=int, default=0, metavar="S",
+                        help="seed of the bootstrap resamples (default: 0)")
     parser.add_argument("--no-plots", action="store_true", help="do not render PNG plots")
     parser.add_argument("--gallery-queries", type=int, default=DEFAULT_GALLERY_QUERIES, metavar="N",
                         help="queries per retrieval gallery page, 0 for no galleries "
@@ -44,32 +61,44 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _non_negative(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    expected_path = args.expected or (DEFAULT_EXPECTED if DEFAULT_EXPECTED.exists() else None)
+    claims_path = args.claims or (DEFAULT_CLAIMS if DEFAULT_CLAIMS.exists() else None)
     try:
-        expectations = load_expected(expected_path) if expected_path else []
+        expectations = load_expected(args.check) if args.check else []
+        claims = load_claims(claims_path) if claims_path else []
     except ExpectedFileError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
 
     collection = collect(args.runs or [Path("runs")])
     _warn_collection(collection)
-    tables = build_tables(collection.runs, collection.superseded)
+    bootstrap = Bootstrap(args.resamples, args.bootstrap_seed) if args.resamples else None
+    tables = build_tables(collection.runs, collection.superseded, bootstrap)
+    claim_results = check_claims(claims, tables)
+    _write_report(args, collection, tables, claims, claim_results)
+    for result in claim_results:
+        print(result.line())
+    if not args.check:
+        return 0
+    return 0 if _regression(expectations, claim_results, collection, args.strict) else 1
+
+
+def _write_report(args: argparse.Namespace, collection: Collection, tables: list[Table], claims: list[Claim],
+                  claim_results: list[ClaimResult]) -> None:
     out: Path = args.out
-
-    plots: dict[str, list[str]] = {}
-    if not args.no_plots:
-        from fashion_bench.report.plots import table_plots
-
-        for table in tables:
-            for name, png in table_plots(table).items():
-                _write(out / "plots" / name, png)
-                plots.setdefault(table.slug, []).append(f"plots/{name}")
-
+    plots = {} if args.no_plots else _write_plots(tables, out)
     pages = _write_galleries(collection, out, args.gallery_queries)
     markdown = render_leaderboard(tables, collection, load_published(), plots=plots,
-                                  galleries=[(p.label, f"galleries/{p.filename}") for p in pages])
+                                  galleries=[(p.label, f"galleries/{p.filename}") for p in pages],
+                                  sections=[render_claims(claim_results)] if claims else [])
     _write(out / "leaderboard.md", markdown)
     _write(out / "leaderboard.csv", runs_csv(collection.runs, collection.superseded))
     print(f"report: {collection.found} results.json found: {len(collection.runs)} used, "
@@ -77,15 +106,32 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"report: wrote {display_path(out / 'leaderboard.md')}, leaderboard.csv, "
           f"{sum(map(len, plots.values()))} plot(s), {len(pages)} gallery page(s)")
 
-    if not expectations:
-        return 0
+
+def _write_plots(tables: list[Table], out: Path) -> dict[str, list[str]]:
+    from fashion_bench.report.plots import table_plots
+
+    plots: dict[str, list[str]] = {}
+    for table in tables:
+        for name, png in table_plots(table).items():
+            _write(out / "plots" / name, png)
+            plots.setdefault(table.slug, []).append(f"plots/{name}")
+    return plots
+
+
+def _regression(expectations: list[Expectation], claim_results: list[ClaimResult], collection: Collection,
+                strict: bool) -> bool:
+    """Print the regression check; True when it passes."""
     result = check_expected(expectations, collection.runs)
-    for line in result.failures:
+    unjudged = [r.line() for r in claim_results if r.verdict in (MISSING, NOT_JUDGED)]
+    reversed_claims = [f"FAIL {r.line()}" for r in claim_results if r.verdict == "reversed"]
+    for line in result.failures + reversed_claims:
         print(line, file=sys.stderr)
-    for line in result.missing:
-        print(f"{'error' if args.strict else 'warning'}: {line}", file=sys.stderr)
+    for line in result.missing + unjudged:
+        print(f"{'error' if strict else 'warning'}: {line}", file=sys.stderr)
     print(result.summary())
-    return 0 if result.ok(args.strict) else 1
+    print(f"regression: {len(claim_results)} claim(s) checked, {len(reversed_claims)} reversed, "
+          f"{len(unjudged)} not judged")
+    return result.ok(strict) and not reversed_claims and not (strict and unjudged)
 
 
 def _warn_collection(collection: Collection) -> None:
@@ -118,15 +164,5 @@ def _write_galleries(collection: Collection, out: Path, num_queries: int) -> lis
 
 
 def _write(path: Path, content: str | bytes) -> None:
-    """Write atomically: a temporary file in the same folder, then a rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    data = content.encode("utf-8") if isinstance(content, str) else content
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_open(path, "w" if isinstance(content, str) else "wb") as handle:
+        handle.write(content)

@@ -2,7 +2,7 @@
 
 A file that cannot be used (unreadable, corrupt JSON, another ``schema_version``, a missing or malformed
 field) becomes a :class:`Skipped` entry naming the file and the reason; nothing here raises on bad input.
-When several runs of one experiment, split and protocol share a seed, the latest (by ``started_at``) is
+When several runs of one experiment, configuration (``config_hash``), split and protocol share a seed, the latest (by ``started_at``) is
 used and the others are kept as :class:`Superseded` so that the report can say so.
 """
 
@@ -17,7 +17,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
-from fashion_bench.contracts import RESULTS_NAME, SCHEMA_VERSION, TASKS
+from fashion_bench.contracts import PER_QUERY_NAME, RESULTS_NAME, SCHEMA_VERSION, TASKS
 
 RANKINGS_NAME = "rankings.jsonl"
 SPLITS = ("val", "test")
@@ -50,6 +50,7 @@ class Run:
     per_subset: Mapping[str, Mapping[str, float]]
     started_at: datetime
     raw: Mapping[str, Any] = field(repr=False)
+    config_hash: str | None = None  # hash of the resolved config (fashion_bench.provenance); None in older files
 
     @property
     def run_name(self) -> str:
@@ -68,6 +69,10 @@ class Run:
     @property
     def rankings_path(self) -> Path:
         return self.path.parent / RANKINGS_NAME
+
+    @property
+    def per_query_path(self) -> Path:
+        return self.path.parent / PER_QUERY_NAME
 
 
 @dataclass(frozen=True)
@@ -155,6 +160,9 @@ def parse_run(path: Path, data: Any) -> Run:
     _check(_is_int(data["seed"]), f"seed {data['seed']!r} is not an integer")
     per_subset = data.get("per_subset") or {}
     _check(isinstance(per_subset, dict), "field 'per_subset' must be an object")
+    config_hash = data.get("config_hash")
+    _check(config_hash is None or isinstance(config_hash, str) and config_hash != "",
+           f"config_hash {config_hash!r} is not a non-empty string")
     return Run(
         path=path,
         experiment=data["experiment"],
@@ -168,14 +176,15 @@ def parse_run(path: Path, data: Any) -> Run:
         per_subset={name: _fractions(values, f"per_subset.{name}") for name, values in per_subset.items()},
         started_at=_timestamp(data["started_at"]),
         raw=data,
+        config_hash=config_hash,
     )
 
 
 def latest_per_seed(runs: Iterable[Run]) -> tuple[list[Run], list[Superseded]]:
-    """Keep the latest run per (experiment, table, seed); the others are returned as superseded."""
+    """Keep the latest run per (experiment, configuration, table, seed); the others are returned as superseded."""
     by_key: dict[tuple, list[Run]] = {}
     for run in runs:
-        by_key.setdefault((run.experiment, *run.group_key, run.seed), []).append(run)
+        by_key.setdefault((run.experiment, run.config_hash, *run.group_key, run.seed), []).append(run)
     used, superseded = [], []
     for group in by_key.values():
         group.sort(key=lambda r: (r.started_at, str(r.path)), reverse=True)

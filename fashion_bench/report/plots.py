@@ -1,8 +1,9 @@
 """PNG plots of leaderboard tables, rendered with matplotlib's Agg canvas (imported lazily, no pyplot state).
 
 Per table: Recall@K curves (one axes per recall family, e.g. ``R``, ``Rsubset``, ``t2i/R``; one line per
-experiment, error bars = std over seeds) and a bar chart of the table's ranking metric (headline, else the
-primary metric).
+experiment, error bars = std over seeds), a bar chart of the table's ranking metric (headline, else the
+primary metric) and, when rows have bootstrap samples, the paired differences of that metric with their 95 %
+intervals.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import io
 from typing import TYPE_CHECKING
 
 from fashion_bench.report.collect import safe_name
+from fashion_bench.report.stats import Comparison
 from fashion_bench.report.tables import Table, recall_k
 
 if TYPE_CHECKING:
@@ -25,6 +27,9 @@ def table_plots(table: Table) -> dict[str, bytes]:
         plots[f"{table.slug}__recall.png"] = _png(_recall_figure(table, curves))
     if table.sort_metric and table.rows:
         plots[f"{table.slug}__{safe_name(table.sort_metric)}.png"] = _png(_bar_figure(table))
+    comparisons = table.comparisons()
+    if comparisons:
+        plots[f"{table.slug}__paired.png"] = _png(_paired_figure(table, comparisons))
     return plots
 
 
@@ -85,6 +90,25 @@ def _bar_figure(table: Table) -> Figure:
     ax.set_ylim(0, 100)
     ax.set_title(f"{metric}: {_title(table)}", fontsize="medium")
     ax.grid(axis="y", alpha=0.3)
+    return fig
+
+
+def _paired_figure(table: Table, comparisons: list[Comparison]) -> Figure:
+    """One line per pair of rows: the difference and its 95 % paired bootstrap interval, in points."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(7.0, 1.2 + 0.35 * len(comparisons)), layout="constrained")
+    ax = fig.subplots()
+    y = list(range(len(comparisons)))[::-1]
+    diffs = [100 * c.difference for c in comparisons]
+    low = [d - 100 * c.interval.low for d, c in zip(diffs, comparisons)]
+    high = [100 * c.interval.high - d for d, c in zip(diffs, comparisons)]
+    ax.errorbar(diffs, y, xerr=[low, high], fmt="o", capsize=3, color="#4c72b0")
+    ax.axvline(0.0, color="grey", linewidth=1)
+    ax.set_yticks(y, labels=[f"{c.first} − {c.second}" for c in comparisons], fontsize="small")
+    ax.set_xlabel(f"difference in {comparisons[0].metric} (percentage points, 95 % paired bootstrap)")
+    ax.set_title(f"Paired comparisons: {_title(table)}", fontsize="medium")
+    ax.grid(axis="x", alpha=0.3)
     return fig
 
 

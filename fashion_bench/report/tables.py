@@ -1,9 +1,10 @@
 """Aggregate runs into leaderboard tables and render them as markdown and CSV.
 
-One table per (task, dataset, split, protocol name); one row per experiment; each cell is the mean and the
-sample standard deviation over the experiment's seeds (one run per seed, see ``collect.latest_per_seed``),
-shown in percent. The papers' published numbers are rendered in their own section and never enter these
-tables.
+One table per (task, dataset, split, protocol name); one row per experiment and configuration (``config_hash``:
+runs of differing configurations are never averaged); each cell is the mean and the sample standard deviation
+over the row's seeds (one run per seed, see ``collect.latest_per_seed``), shown in percent, with a 95 % bootstrap
+interval over queries when the runs saved per-query outcomes (:mod:`fashion_bench.report.stats`). The papers'
+published numbers are rendered in their own section and never enter these tables.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 import yaml
 
 from fashion_bench.report.collect import Collection, GroupKey, Run, Superseded, display_path, safe_name
+from fashion_bench.report.stats import Bootstrap, Comparison, Interval, RowSamples, compare, row_samples
 
 _RECALL = re.compile(r"^(?:(?P<prefix>[^/]+)/)?(?P<family>R|Rsubset)@(?P<k>\d+)$")
 _PREFIX_RANK = {"": 0, "t2i": 1, "i2t": 2}
@@ -58,9 +60,13 @@ class Stat:
         std = statistics.stdev(values) if len(values) > 1 else None
         return cls(statistics.fmean(values), std, len(values))
 
-    def percent(self) -> str:
+    def percent(self, interval: Interval | None = None) -> str:
         text = f"{100 * self.mean:.2f}"
-        return text if self.std is None else f"{text} ± {100 * self.std:.2f}"
+        text = text if self.std is None else f"{text} ± {100 * self.std:.2f}"
+        return text if interval is None else f"{text} [{100 * interval.low:.2f}, {100 * interval.high:.2f}]"
+
+
+CONFIG_PREFIX = 8  # hex digits of config_hash naming a configuration
 
 
 @dataclass(frozen=True)
@@ -69,6 +75,11 @@ class Row:
     subset: str | None
     cells: Mapping[str, Stat]
     runs: Sequence[Run]
+    config: str | None = None  # set when the experiment has several configurations here: config_hash prefix
+
+    @property
+    def label(self) -> str:
+        return self.experiment if self.config is None else f"{self.experiment} [{self.config}]"
 
 
 @dataclass(frozen=True)
@@ -80,6 +91,7 @@ class Table:
     subset_columns: Sequence[str]
     subset_rows: Sequence[Row]
     superseded: Sequence[Superseded]
+    samples: Mapping[str, RowSamples | str] | None = None  # row label -> bootstrap samples, or why none; None: off
 
     @property
     def task(self) -> str:
@@ -103,30 +115,56 @@ class Table:
         """The metric rows are ranked by (and the bar charts show): headline, else primary, else first."""
         return self.columns[0] if self.columns else None
 
+    def interval(self, row: Row, metric: str) -> Interval | None:
+        samples = (self.samples or {}).get(row.label)
+        return samples.interval(metric) if isinstance(samples, RowSamples) else None
 
-def build_tables(runs: Iterable[Run], superseded: Iterable[Superseded] = ()) -> list[Table]:
-    """Group runs into tables, ordered by task, dataset, split and protocol."""
+    def comparisons(self, metric: str | None = None) -> list[Comparison]:
+        """Paired comparisons of every row with every lower-ranked row on ``metric`` (the ranking metric)."""
+        metric = metric or self.sort_metric
+        rows = [row for row in self.rows if isinstance((self.samples or {}).get(row.label), RowSamples)]
+        pairs = [self.compare(a, b, metric) for i, a in enumerate(rows) for b in rows[i + 1:]]
+        return [pair for pair in pairs if isinstance(pair, Comparison)]
+
+    def compare(self, first: Row, second: Row, metric: str) -> Comparison | str:
+        """first - second on ``metric`` over the same resampled queries (of rows, or of subset rows of one subset),
+        or why it cannot be computed."""
+        samples = self.samples or {}
+        for row in (first, second):
+            if not isinstance(samples.get(row.label), RowSamples):
+                return f"no interval for {row.label}: {samples.get(row.label, 'bootstrap off')}"
+        if metric not in first.cells or metric not in second.cells:
+            return f"{metric} is not reported by both rows"
+        points = (first.cells[metric].mean, second.cells[metric].mean)
+        key = metric if first.subset is None else f"{first.subset}/{metric}"
+        return compare((first.label, samples[first.label]), (second.label, samples[second.label]), key, points)
+
+
+def build_tables(
+    runs: Iterable[Run], superseded: Iterable[Superseded] = (), bootstrap: Bootstrap | None = None
+) -> list[Table]:
+    """Group runs into tables, ordered by task, dataset, split and protocol; with ``bootstrap``, each row gets
+    bootstrap samples from its runs' per-query files."""
     groups: dict[GroupKey, list[Run]] = {}
     for run in runs:
         groups.setdefault(run.group_key, []).append(run)
     dropped: dict[GroupKey, list[Superseded]] = {}
     for item in superseded:
         dropped.setdefault(item.run.group_key, []).append(item)
-    return [_table(key, groups[key], dropped.get(key, [])) for key in sorted(groups)]
+    return [_table(key, groups[key], dropped.get(key, []), bootstrap) for key in sorted(groups)]
 
 
-def _table(key: GroupKey, runs: list[Run], superseded: list[Superseded]) -> Table:
+def _table(key: GroupKey, runs: list[Run], superseded: list[Superseded], bootstrap: Bootstrap | None) -> Table:
     latest = max(runs, key=lambda r: r.started_at)
     protocol = latest.protocol
     columns = _columns({m for run in runs for m in run.metrics}, protocol)
-    by_experiment: dict[str, list[Run]] = {}
-    for run in sorted(runs, key=lambda r: r.seed):
-        by_experiment.setdefault(run.experiment, []).append(run)
-    rows = [Row(name, None, _stats(group, lambda r: r.metrics), group) for name, group in by_experiment.items()]
+    rows = [Row(experiment, None, _stats(group, lambda r: r.metrics), group, config)
+            for (experiment, config), group in _configurations(runs).items()]
     rows.sort(key=lambda row: _rank(row, columns))
     subsets = sorted({s for run in runs for s in run.per_subset})
     subset_rows = [
-        Row(row.experiment, subset, _stats(row.runs, lambda r, s=subset: r.per_subset.get(s, {})), row.runs)
+        Row(row.experiment, subset, _stats(row.runs, lambda r, s=subset: r.per_subset.get(s, {})), row.runs,
+            row.config)
         for row in rows
         for subset in subsets
         if any(subset in run.per_subset for run in row.runs)
@@ -134,7 +172,22 @@ def _table(key: GroupKey, runs: list[Run], superseded: list[Superseded]) -> Tabl
     subset_columns = sorted({m for run in runs for values in run.per_subset.values() for m in values},
                             key=metric_order)
     superseded = sorted(superseded, key=lambda s: (s.run.experiment, s.run.seed, s.run.started_at))
-    return Table(key, protocol, columns, rows, subset_columns, subset_rows, superseded)
+    samples = None if bootstrap is None else {row.label: row_samples(row.runs, bootstrap) for row in rows}
+    return Table(key, protocol, columns, rows, subset_columns, subset_rows, superseded, samples)
+
+
+def _configurations(runs: Iterable[Run]) -> dict[tuple[str, str | None], list[Run]]:
+    """(experiment, configuration label) -> its runs by seed; the label is None when the experiment's runs share
+    one configuration, else the config_hash prefix ("no config_hash" for older files)."""
+    by_config: dict[str, dict[str | None, list[Run]]] = {}
+    for run in sorted(runs, key=lambda r: r.seed):
+        by_config.setdefault(run.experiment, {}).setdefault(run.config_hash, []).append(run)
+    out = {}
+    for experiment, configs in by_config.items():
+        for config_hash, group in configs.items():
+            label = None if len(configs) == 1 else config_hash[:CONFIG_PREFIX] if config_hash else "no config_hash"
+            out[(experiment, label)] = group
+    return out
 
 
 def _columns(metrics: set[str], protocol: Mapping[str, Any]) -> list[str]:
@@ -156,51 +209,91 @@ def _stats(runs: Sequence[Run], metrics_of: Callable[[Run], Mapping[str, float]]
 
 def _rank(row: Row, columns: Sequence[str]) -> tuple:
     stat = row.cells.get(columns[0]) if columns else None
-    return (stat is None, -(stat.mean if stat else 0.0), row.experiment)
+    return (stat is None, -(stat.mean if stat else 0.0), row.label)
 
 
 # --- markdown --------------------------------------------------------------------------------------------
 
 def render_table(table: Table, *, plots: Sequence[str] = (), published_anchor: str | None = None) -> str:
-    """The markdown section of one table: heading, main table, per-subset table, notes, plots."""
+    """The markdown section of one table: heading, main table, per-subset table, notes, comparisons, plots."""
     task, dataset, split, protocol = table.key
     blocks = [f"### {dataset} · {split} · {TASK_TITLES.get(task, task)} (`{task}`, protocol `{protocol}`)",
-              _markdown_table(["experiment"], table.columns, table.rows)]
+              _markdown_table(table, ["experiment"], table.columns, table.rows)]
     if table.subset_rows:
-        blocks += ["Per subset:", _markdown_table(["experiment", "subset"], table.subset_columns, table.subset_rows)]
+        blocks += ["Per subset:",
+                   _markdown_table(table, ["experiment", "subset"], table.subset_columns, table.subset_rows)]
     blocks.append(_notes(table, published_anchor))
-    if table.superseded:
-        blocks.append("\n".join(
-            f"- {item.run.experiment}, seed {item.run.seed}: several runs; kept the latest "
-            f"({item.kept.run_name}), ignored {item.run.run_name}." for item in table.superseded))
+    remarks = _configuration_remarks(table) + _interval_remarks(table) + [
+        f"- {item.run.experiment}, seed {item.run.seed}: several runs; kept the latest "
+        f"({item.kept.run_name}), ignored {item.run.run_name}." for item in table.superseded]
+    if remarks:
+        blocks.append("\n".join(remarks))
+    comparisons = table.comparisons()
+    if comparisons:
+        blocks.append(render_comparisons(comparisons))
     if plots:
         blocks.append("\n".join(f"![{Path(p).stem.rsplit('__', 1)[-1]}]({p})" for p in plots))
     return "\n\n".join(blocks) + "\n"
 
 
-def _markdown_table(keys: list[str], columns: Sequence[str], rows: Sequence[Row]) -> str:
-    header = [*keys, *columns, "runs"]
-    lines = [_md_row(header), _md_row([":---"] * len(keys) + ["---:"] * (len(columns) + 1))]
-    for row in rows:
-        labels = [row.experiment] + ([row.subset] if row.subset is not None else [])
-        cells = [_cell(row.cells.get(c), len(row.runs)) for c in columns]
-        lines.append(_md_row([*labels, *cells, str(len(row.runs))]))
+def render_comparisons(comparisons: Sequence[Comparison]) -> str:
+    """The paired comparisons table: difference in percentage points, its interval, share of resamples > 0."""
+    first = comparisons[0]
+    lines = [f"Paired comparisons on {first.metric} (percentage points; 95 % paired bootstrap interval over the "
+             f"same {first.queries} queries):", "",
+             md_row(["experiment", "vs", "difference", "95 % interval", "resamples > 0", "verdict"]),
+             md_row([":---", ":---", "---:", "---:", "---:", ":---"])]
+    for c in comparisons:
+        lines.append(md_row([c.first, c.second, f"{100 * c.difference:+.2f}", _pp(c.interval),
+                              f"{100 * c.share_positive:.1f} %", c.verdict]))
     return "\n".join(lines)
 
 
-def _cell(stat: Stat | None, runs: int) -> str:
+def _pp(interval: Interval) -> str:
+    return f"[{100 * interval.low:+.2f}, {100 * interval.high:+.2f}]"
+
+
+def _markdown_table(table: Table, keys: list[str], columns: Sequence[str], rows: Sequence[Row]) -> str:
+    header = [*keys, *columns, "runs"]
+    lines = [md_row(header), md_row([":---"] * len(keys) + ["---:"] * (len(columns) + 1))]
+    for row in rows:
+        labels = [row.label] + ([row.subset] if row.subset is not None else [])
+        prefix = f"{row.subset}/" if row.subset is not None else ""
+        cells = [_cell(row.cells.get(c), len(row.runs), table.interval(row, prefix + c)) for c in columns]
+        lines.append(md_row([*labels, *cells, str(len(row.runs))]))
+    return "\n".join(lines)
+
+
+def _cell(stat: Stat | None, runs: int, interval: Interval | None = None) -> str:
     if stat is None:
         return "—"
-    return stat.percent() + (f" (n={stat.n})" if stat.n < runs else "")
+    return stat.percent(interval) + (f" (n={stat.n})" if stat.n < runs else "")
 
 
-def _md_row(cells: Iterable[str]) -> str:
+def _configuration_remarks(table: Table) -> list[str]:
+    configs: dict[str, list[str]] = {}
+    for row in table.rows:
+        if row.config is not None:
+            configs.setdefault(row.experiment, []).append(row.config)
+    return [f"- {name}: runs of {len(labels)} different configurations (config_hash {', '.join(labels)}) are "
+            "separate rows, never averaged." for name, labels in configs.items()]
+
+
+def _interval_remarks(table: Table) -> list[str]:
+    if table.samples is None:
+        return []
+    return [f"- {label}: no interval ({reason})." for label, reason in table.samples.items() if isinstance(reason, str)]
+
+
+def md_row(cells: Iterable[str]) -> str:
     return "| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |"
 
 
 def _notes(table: Table, published_anchor: str | None) -> str:
     notes = ["Percent; mean ± sample standard deviation over seeds (one run per seed); "
              f"rows ranked by {table.sort_metric or 'experiment'}."]
+    if any(isinstance(s, RowSamples) for s in (table.samples or {}).values()):
+        notes.append("[low, high]: 95 % bootstrap interval over queries.")
     if "headline" in table.columns:
         notes.append(f"headline = mean of {', '.join(table.protocol['headline'])}.")
     notes.append(f"Primary metric (checkpointing): {table.protocol['primary_metric']}.")
@@ -216,8 +309,10 @@ def render_leaderboard(
     *,
     plots: Mapping[str, Sequence[str]] | None = None,
     galleries: Sequence[tuple[str, str]] = (),
+    sections: Sequence[str] = (),
 ) -> str:
-    """The whole leaderboard.md; ``plots``: table slug -> relative PNG paths; ``galleries``: (label, link)."""
+    """The whole leaderboard.md; ``plots``: table slug -> relative PNG paths; ``galleries``: (label, link);
+    ``sections``: markdown placed after our runs (the claims)."""
     plots = plots or {}
     anchors = published.anchors()
     lines = ["# Leaderboard", "", _summary(collection), ""]
@@ -227,6 +322,7 @@ def render_leaderboard(
     for table in tables:
         lines.append(render_table(table, plots=plots.get(table.slug, ()),
                                   published_anchor=anchors.get((table.task, table.dataset))))
+    lines += list(sections)
     lines.append(render_published(published))
     if galleries:
         lines += ["## Retrieval galleries", "", "[All galleries](galleries/index.html)", ""]
@@ -249,7 +345,7 @@ def _summary(collection: Collection) -> str:
 # --- CSV -------------------------------------------------------------------------------------------------
 
 CSV_FIELDS = (
-    "experiment", "run", "used", "method", "dataset", "task", "split", "protocol", "seed", "started_at",
+    "experiment", "run", "used", "method", "dataset", "task", "split", "protocol", "seed", "config_hash", "started_at",
     "encoder", "pretrained", "num_queries", "num_valid_queries", "gallery_size", "wall_time_s", "git_sha",
     "ckpt_path", "path",
 )
@@ -280,7 +376,7 @@ def _csv_fields(run: Run, used: bool) -> list[Any]:
     encoder = raw.get("encoder") if isinstance(raw.get("encoder"), dict) else {}
     return [
         run.experiment, run.run_name, str(used).lower(), run.method, run.dataset, run.task, run.split,
-        run.protocol_name, run.seed, raw["started_at"], encoder.get("name", ""), encoder.get("pretrained", ""),
+        run.protocol_name, run.seed, run.config_hash or "", raw["started_at"], encoder.get("name", ""), encoder.get("pretrained", ""),
         *(raw.get(name, "") for name in ("num_queries", "num_valid_queries", "gallery_size", "wall_time_s",
                                          "git_sha", "ckpt_path")),
         display_path(run.path),
@@ -354,11 +450,11 @@ def render_published(published: PublishedSet) -> str:
     for key, entries in groups.items():
         columns = list(dict.fromkeys(m for e in entries for m in e.metrics))
         lines += [f'<a id="{anchors[key]}"></a>', "", f"### {key[1]} · {TASK_TITLES.get(key[0], key[0])}", ""]
-        lines.append(_md_row(["method", "setting", "split", *columns, "source"]))
-        lines.append(_md_row([":---"] * 3 + ["---:"] * len(columns) + [":---"]))
+        lines.append(md_row(["method", "setting", "split", *columns, "source"]))
+        lines.append(md_row([":---"] * 3 + ["---:"] * len(columns) + [":---"]))
         for e in entries:
             values = [_published_value(e, e.metrics.get(c)) for c in columns]
-            lines.append(_md_row([e.method, e.setting, e.split, *values, f"[{e.source}]"]))
+            lines.append(md_row([e.method, e.setting, e.split, *values, f"[{e.source}]"]))
         lines.append("")
     lines += ["Sources:", ""]
     lines += [f"- [{key}] {text}" for key, text in published.sources.items()]

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
+
+import numpy as np
+
+from fashion_bench.contracts import PER_QUERY_NAME
+from fashion_bench.retrieval.per_query import PerQuery, Ranking, metric_values, write_per_query
+from fashion_bench.retrieval.protocols import Protocol
 
 CIR_PROTOCOL = {"name": "synth-cir", "task": "cir", "ks": [1, 5, 10, 50], "headline": ["R@10", "R@50"],
                 "primary_metric": "headline"}
@@ -41,3 +47,39 @@ def write_run(root: Path, data: dict[str, Any] | str, run: str | None = None) ->
 
 def cir(headline: float, r1: float, r5: float, r10: float, r50: float) -> dict[str, float]:
     return {"headline": headline, "R@1": r1, "R@5": r5, "R@10": r10, "R@50": r50}
+
+
+ID_SUBSETS_PROTOCOL = {"name": "id-intra-cross", "task": "id", "ks": [1, 5, 10], "headline": [],
+                       "primary_metric": "mAP", "domain_subsets": True}
+
+
+def ranks(seed: int, n: int = 200, worst: int = 20, invalid: int = 5) -> np.ndarray:
+    """Seeded first-positive ranks in 1..worst for n queries, the first ``invalid`` without a positive (0)."""
+    first = np.random.default_rng(seed).integers(1, worst + 1, n)
+    first[:invalid] = 0
+    return first
+
+
+def per_query(first: np.ndarray, *, ids: Sequence[str] | None = None, subsets: Sequence[str] = ()) -> PerQuery:
+    """One positive per query (AP = 1 / rank); each named subset ranking equal to the main one."""
+    ranking = Ranking(first, np.where(first > 0, 1.0 / np.maximum(first, 1), 0.0))
+    ids = tuple(ids) if ids is not None else tuple(f"q{i:04d}" for i in range(len(first)))
+    return PerQuery(ids, ranking, subsets={name: ranking for name in subsets})
+
+
+def write_scored_run(root: Path, experiment: str, seed: int, pq: PerQuery, *,
+                     protocol: dict[str, Any] = ID_PROTOCOL, with_file: bool = True, run: str | None = None,
+                     **extra: Any) -> Path:
+    """A results.json whose metrics are recomputed from ``pq``, and (``with_file``) its per_query.jsonl."""
+    values = {k: float(v[0]) for k, v in metric_values(pq, Protocol.from_dict(dict(protocol))).items()}
+    metrics = {k: v for k, v in values.items() if "/" not in k}
+    per_subset: dict[str, dict[str, float]] = {}
+    for key, value in values.items():
+        if "/" in key:
+            subset, name = key.split("/", 1)
+            per_subset.setdefault(subset, {})[name] = value
+    run = run or f"run{len(list((root / experiment).glob('*')))}_seed{seed}"
+    path = write_run(root, results(experiment, seed, metrics, protocol=protocol, per_subset=per_subset, **extra), run)
+    if with_file:
+        write_per_query(path.parent / PER_QUERY_NAME, pq)
+    return path

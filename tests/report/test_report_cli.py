@@ -26,7 +26,7 @@ def _add_rankings(runs_dir: Path, tmp_path: Path) -> None:
 def test_report_writes_everything_and_names_skipped_files(runs_dir: Path, tmp_path: Path, capsys) -> None:
     _add_rankings(runs_dir, tmp_path)
     out = tmp_path / "docs"
-    assert main(["--runs", str(runs_dir), "--out", str(out), "--expected", str(_expected(tmp_path, []))]) == 0
+    assert main(["--runs", str(runs_dir), "--out", str(out), "--check", str(_expected(tmp_path, []))]) == 0
     stdout, stderr = capsys.readouterr()
     assert "report: 9 results.json found: 5 used, 1 superseded (same seed), 3 skipped" in stdout
     for name, reason in [("corrupt", "corrupt JSON"), ("partial", "missing fields: seed, metrics"),
@@ -70,20 +70,23 @@ def _expected(tmp_path: Path, entries: list[dict]) -> Path:
 ])
 def test_regression_exit_codes(runs_dir: Path, tmp_path: Path, capsys, entries, flags, code, message) -> None:
     argv = ["--runs", str(runs_dir), "--out", str(tmp_path / "docs"), "--no-plots",
-            "--expected", str(_expected(tmp_path, entries)), *flags]
+            "--check", str(_expected(tmp_path, entries)), *flags]
     assert main(argv) == code
     captured = capsys.readouterr()
     assert message in captured.out + captured.err
 
 
 def test_defaults_are_relative_to_the_working_directory(runs_dir: Path, tmp_path: Path, monkeypatch, capsys) -> None:
-    monkeypatch.chdir(tmp_path)  # runs/ is here; no configs/report/expected.yaml
-    assert main(["--no-plots"]) == 0
-    assert (tmp_path / "docs" / "leaderboard.md").is_file()
-    assert "regression" not in capsys.readouterr().out
+    monkeypatch.chdir(tmp_path)  # runs/ is here
     (tmp_path / "configs" / "report").mkdir(parents=True)
     (tmp_path / "configs" / "report" / "expected.yaml").write_text("- {experiment: x, split: val, metric: R@1}\n")
+    assert main(["--no-plots"]) == 0  # the regression check runs only when asked
+    assert (tmp_path / "docs" / "leaderboard.md").is_file()
+    assert "regression" not in capsys.readouterr().out
+    assert main(["--no-plots", "--check", "configs/report/expected.yaml"]) == 2
+    (tmp_path / "configs" / "report" / "claims.yaml").write_text("- {better: a, worse: a}\n")  # read by default
     assert main(["--no-plots"]) == 2
+    assert "configs/report/claims.yaml: claim 0: 'split' must be a non-empty string" in capsys.readouterr().err
 
 
 def test_no_runs_at_all(tmp_path: Path, capsys) -> None:
