@@ -33,8 +33,8 @@ bench: install  ## benchmarks (ratios measured side by side in one run)
 	$(PY) tests/bench/bench_clip4cir.py
 	$(PY) tests/bench/bench_multiprompt.py
 
-report: install  ## runs/ -> docs/leaderboard.md, plots, galleries (and the regression check)
-	$(VENV)/bin/fashion-bench report --runs runs --out docs
+report: install  ## runs/ -> docs/leaderboard.md, plots, galleries, claims and the demo's regression check
+	$(VENV)/bin/fashion-bench report --runs runs --out docs --check configs/report/expected.yaml --claims configs/report/claims.yaml
 
 clean:  ## remove caches and build outputs (keeps runs/ and .venv)
 	rm -rf .pytest_cache build *.egg-info

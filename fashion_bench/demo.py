@@ -108,7 +108,8 @@ def main(argv: list[str] | None = None) -> int:
             return result.returncode
     if args.dry_run:
         return 0
-    report = subprocess.run([sys.executable, "-m", "fashion_bench.cli", "report", "--runs", str(runs), "--out", args.report_out])
+    report = subprocess.run([sys.executable, "-m", "fashion_bench.cli", "report", "--runs", str(runs), "--out", args.report_out,
+                             "--check", "configs/report/expected.yaml", "--claims", "configs/report/claims.yaml"])
     print(f"demo finished in {(time.perf_counter() - started) / 60:.1f} min; leaderboard: {args.report_out}/leaderboard.md")
     return report.returncode
 
