@@ -2,8 +2,8 @@
 
 A file that cannot be used (unreadable, corrupt JSON, another ``schema_version``, a missing or malformed
 field) becomes a :class:`Skipped` entry naming the file and the reason; nothing here raises on bad input.
-When several runs of one experiment, configuration (``config_hash``), split and protocol share a seed, the latest (by ``started_at``) is
-used and the others are kept as :class:`Superseded` so that the report can say so.
+When several runs of one experiment, configuration (``config_hash``), split and protocol share a seed, the
+latest (by ``started_at``) is used and the others are kept as :class:`Superseded` so that the report can say so.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Check runs against an expected-results file.
+"""Check runs against an expected-results file (``fashion-bench report --check FILE``).
 
 The file is a YAML list; each entry names an experiment, a split and a metric (as in results.json, a
 fraction in [0, 1]; ``subset`` selects a ``per_subset`` value) and its band, either ``value`` +- ``tol`` or

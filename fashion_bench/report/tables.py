@@ -376,7 +376,8 @@ def _csv_fields(run: Run, used: bool) -> list[Any]:
     encoder = raw.get("encoder") if isinstance(raw.get("encoder"), dict) else {}
     return [
         run.experiment, run.run_name, str(used).lower(), run.method, run.dataset, run.task, run.split,
-        run.protocol_name, run.seed, run.config_hash or "", raw["started_at"], encoder.get("name", ""), encoder.get("pretrained", ""),
+        run.protocol_name, run.seed, run.config_hash or "", raw["started_at"], encoder.get("name", ""),
+        encoder.get("pretrained", ""),
         *(raw.get(name, "") for name in ("num_queries", "num_valid_queries", "gallery_size", "wall_time_s",
                                          "git_sha", "ckpt_path")),
         display_path(run.path),

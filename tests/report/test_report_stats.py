@@ -70,7 +70,8 @@ def test_paired_comparison_table_and_plot(tmp_path: Path) -> None:
     tie = by_pair.get(("base__synth-id", "same__synth-id")) or by_pair[("same__synth-id", "base__synth-id")]
     assert (tie.difference, tie.interval.low, tie.interval.high, tie.verdict) == (0.0, 0.0, 0.0, "not significant")
     text = render_table(table)
-    assert "Paired comparisons on mAP (percentage points; 95 % paired bootstrap interval over the same 200 queries)" in text
+    assert ("Paired comparisons on mAP (percentage points; 95 % paired bootstrap interval over the same 200 "
+            "queries)") in text
     assert f"| better__synth-id | base__synth-id | {100 * gain.difference:+.2f} |" in text
     assert "table__paired.png" not in text
     assert any(name.endswith("__paired.png") for name in table_plots(table))
