@@ -90,8 +90,8 @@ def _read_triplets(root: Path) -> tuple[dict[str, dict[str, int]], dict[str, lis
         where = f"{captions_path} record {n}"
         reference = identifier(record, "ReferenceImageName", where)
         target = identifier(record, "ImageName", where)
-        text = captions(record, "RelativeCaption", where, required=True)
         where = f"{where} (reference '{reference}', target '{target}')"
+        text = captions(record, "RelativeCaption", where, required=True)
         records.add((reference, target, *text), where, shown="(same reference, target and caption)")
         split = next((s for s in NAME_LISTS if reference in names[s]), None)
         if split is None:

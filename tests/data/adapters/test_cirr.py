@@ -3,6 +3,7 @@ gallery, test1 without targets exported for the server, bad files named."""
 
 from __future__ import annotations
 
+import io
 import json
 import shutil
 
@@ -151,3 +152,48 @@ def test_validate_and_server_export(root, tmp_path):
     assert recall["version"] == "rc2" and set(recall) - {"version", "metric"} == {"20", "21"}
     assert len(recall["20"]) == 50 and T[0] not in recall["20"]
     assert set(subset["21"]) <= set(T) - {T[3]} and len(subset["21"]) == 3
+
+
+def edit_captions(root, split: str, change) -> None:
+    path = root / "captions" / f"cap.rc2.{split}.json"
+    records = json.loads(path.read_text())
+    change(records)
+    write_json(path, records)
+
+
+def test_empty_test1_caption_is_kept_and_counted(root):
+    """The complete test1 file holds a record whose caption is empty: the server expects a ranking for it, so
+    it stays (ranked by its reference image alone) and data verify counts it."""
+    from fashion_bench.data.verify import verify
+
+    edit_captions(root, "test1", lambda r: r[1].update(caption=""))
+    test1 = open_dataset("cirr", root)[2]("test1")
+    assert [q.query_id for q in test1.queries] == ["20", "21"] and test1.queries[1].text == [""]
+    report = verify({"dataset": "cirr", "root": str(root), "test_split": "test1"}, progress=False, out=io.StringIO())
+    assert report.split_warnings == {"test1": {"empty_captions": 1, "no_text": 1}} and not report.errors
+
+
+def test_empty_caption_with_a_target_is_an_error(root):
+    edit_captions(root, "val", lambda r: r[2].update(caption=" "))
+    with pytest.raises(DataError, match=r"cap\.rc2\.val\.json record 2 \(pairid 12\): key 'caption' has no text"):
+        open_dataset("cirr", root)[2]("val")
+
+
+def test_duplicate_pairid_and_image_name_are_named(root):
+    """A pairid written once as a number and once as a string is the same id; a name written twice in the split
+    file (JSON keeps only the last) is an error too."""
+    edit_captions(root, "val", lambda r: r[2].update(pairid="10"))
+    with pytest.raises(DataError, match=r"cap\.rc2\.val\.json record 2: duplicate pairid 10 \(first at .*record 0\)"):
+        open_dataset("cirr", root)[2]("val")
+    path = root / "image_splits" / "split.rc2.test1.json"
+    path.write_text(path.read_text().replace("{", '{"test1-1-0-img0": "./test1/x.png", ', 1))
+    with pytest.raises(DataError, match=r"split\.rc2\.test1\.json: a JSON object has the key\(s\) \['test1-1-0-img0'\] twice"):
+        open_dataset("cirr", root)[2]("test1")
+
+
+def test_bom_and_string_pairids_are_read(root):
+    path = root / "captions" / "cap.rc2.val.json"
+    records = json.loads(path.read_text())
+    records[0]["pairid"] = "10"
+    path.write_bytes(b"\xef\xbb\xbf" + json.dumps(records).encode())
+    assert [q.query_id for q in open_dataset("cirr", root)[2]("val").queries] == ["10", "11", "12"]

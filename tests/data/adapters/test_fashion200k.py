@@ -119,3 +119,18 @@ def test_validate(root, tmp_path):
     assert payload["protocol"]["name"] == "fashion200k" and payload["split"] == "test"
     assert (payload["num_queries"], payload["gallery_size"]) == (2, 6)
     assert set(payload["metrics"]) >= {"R@1", "R@5", "R@10", "R@50"}
+
+
+def test_repeated_query_line_is_named(root):
+    paths = flat(TEST_LABELS)
+    write_lines(root / "test_queries.txt", [f"{paths[s]} {paths[t]}" for s, t in (*QUERIES, QUERIES[0])])
+    with pytest.raises(DataError, match=r"test_queries\.txt:3: duplicate query '.*1_0\.jpeg .*2_0\.jpeg' \(first at "
+                                        r".*test_queries\.txt:1\)"):
+        open_dataset("fashion200k", root)[2]("test")
+
+
+def test_bom_and_crlf_label_files_are_read(root):
+    path = root / "labels" / "dress_test_detect_all.txt"
+    path.write_bytes(b"\xef\xbb\xbf" + path.read_text().replace("\n", "\r\n").encode())
+    test = open_dataset("fashion200k", root)[2]("test")
+    assert flat(TEST_LABELS)[0] in test.items and len(test.queries) == len(QUERIES)

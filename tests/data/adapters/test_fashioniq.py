@@ -3,6 +3,7 @@ without targets, bad files named."""
 
 from __future__ import annotations
 
+import io
 import json
 
 import pytest
@@ -170,3 +171,63 @@ def test_validate_and_test_split_without_targets(root, tmp_path):
 def test_validate_valsplit_variant(root, tmp_path):
     (payload,) = run_experiment("validate", "clip__fashioniq", root, tmp_path / "runs", "--data.dataset", "fashioniq-valsplit")
     assert payload["protocol"]["name"] == "fashioniq-valsplit" and payload["gallery_size"] == 12
+
+
+def edit_records(root, category: str, split: str, change) -> None:
+    path = root / "captions" / f"cap.{category}.{split}.json"
+    records = json.loads(path.read_text())
+    change(records)
+    write_json(path, records)
+
+
+def test_empty_caption_is_kept_and_counted_as_a_warning(root):
+    """The complete caption files hold records such as ["", "has bigger image"] in train, val and test: the
+    query stays (counts equal record counts), the empty caption adds nothing to the joined text, data verify
+    counts it per split."""
+    from fashion_bench.data.datasets import join_captions
+    from fashion_bench.data.verify import verify
+
+    for split in ("train", "val", "test"):
+        edit_records(root, "dress", split, lambda r: r[0].update(captions=["", "has bigger image"]))
+    _, _, load = open_dataset("fashioniq", root)
+    val = load("val")
+    records = sum(len(json.loads((root / "captions" / f"cap.{c}.val.json").read_text())) for c in CATEGORIES)
+    assert len(val.queries) == records == 6 and (len(load("train").queries), len(load("test").queries)) == (3, 3)
+    assert val.queries[0].text == ["", "has bigger image"] and join_captions(val.queries[0].text) == "has bigger image"
+    report = verify({"dataset": "fashioniq", "root": str(root)}, progress=False, out=io.StringIO())
+    assert report.split_warnings == {s: {"empty_captions": 1} for s in ("train", "val", "test")}
+    assert "split 'val': 1 queries with an empty caption" in " ".join(report.warnings) and not report.errors
+
+
+def test_query_with_a_target_and_no_text_is_an_error(root):
+    edit_records(root, "shirt", "val", lambda r: r[0].update(captions=["", " "]))
+    with pytest.raises(DataError, match=r"cap\.shirt\.val\.json record 0 \(candidate 's00'\): key 'captions' has no text"):
+        open_dataset("fashioniq", root)[2]("val")
+    edit_records(root, "shirt", "test", lambda r: r[0].update(captions=["", ""]))
+    assert open_dataset("fashioniq", root)[2]("test").queries[1].text == ["", ""]  # for the server: kept
+
+
+def test_duplicates_are_named(root):
+    """A pair annotated twice with other captions is two queries; an identical record twice, or an image id
+    listed twice in a split file, is an error naming the file and the record."""
+    edit_records(root, "toptee", "val", lambda r: r.append({**r[0], "captions": ["is shorter", "is red"]}))
+    assert len(open_dataset("fashioniq", root)[2]("val").queries) == 7
+    edit_records(root, "toptee", "val", lambda r: r.append(dict(r[0])))
+    with pytest.raises(DataError, match=r"cap\.toptee\.val\.json record 4 \(candidate 't00'\): duplicate record \(same "
+                                        r"candidate, target and captions\) \(first at .*record 0 "):
+        open_dataset("fashioniq", root)[2]("val")
+    write_json(root / "image_splits" / "split.dress.val.json", [name("dress", n) for n in range(12)] + ["d03"])
+    with pytest.raises(DataError, match=r"split\.dress\.val\.json entry 12: duplicate image id 'd03' \(first at .*entry 3\)"):
+        open_dataset("fashioniq", root)[2]("val")
+
+
+def test_bom_crlf_numeric_ids_and_trailing_spaces_are_read(root):
+    """Files re-saved on Windows (byte order mark, CRLF) and ids written as numbers or with a trailing space
+    read as the published ones."""
+    path = root / "captions" / "cap.dress.val.json"
+    records = json.loads(path.read_text())
+    records[0]["candidate"] += " "
+    path.write_bytes(b"\xef\xbb\xbf" + json.dumps(records, indent=1).replace("\n", "\r\n").encode())
+    write_json(root / "image_splits" / "split.shirt.val.json", [name("shirt", n) for n in range(12)] + [123])
+    val = open_dataset("fashioniq", root)[2]("val")
+    assert val.queries[0].image == "d00" and "123" in val.items and len(val.gallery) == 37

@@ -79,3 +79,20 @@ def test_clip_validate(tmp_path):
     assert payload["num_queries"] == 3 and payload["gallery_size"] == 6
     assert {"R@1", "R@10", "R@20", "R@50", "mAP"} <= set(payload["metrics"])
     assert payload["metrics"]["R@10"] == 1.0
+
+
+def test_duplicate_box_line_is_named(tmp_path):
+    root = write_inshop(tmp_path, items=3)
+    path = root / "list_bbox_inshop.txt"
+    count, header, first, *rest = path.read_text().splitlines()
+    path.write_text("\n".join([str(int(count) + 1), header, first, *rest, first]) + "\n")
+    with pytest.raises(DataError, match=r"list_bbox_inshop\.txt:\d+: duplicate image_name 'img/MEN/Dresses/id_00000000/00_1_front"
+                                        r"\.jpg' \(first at .*list_bbox_inshop\.txt:3\)"):
+        open_dataset("inshop", root, use_bbox=True)[2]("test")
+
+
+def test_bom_and_crlf_list_files_are_read(tmp_path):
+    root = write_inshop(tmp_path, items=4)
+    path = root / "list_eval_partition.txt"
+    path.write_bytes(b"\xef\xbb\xbf" + path.read_text().replace("\n", "\r\n").encode())
+    assert len(open_dataset("inshop", root)[2]("test").queries) == 2

@@ -147,3 +147,33 @@ def test_clip_validate(tmp_path):
     assert payload["dataset"] == "kagl" and payload["protocol"]["name"] == "t2i"
     assert payload["num_queries"] == payload["gallery_size"] > 0
     assert {"t2i/R@1", "i2t/R@1", "mean_recall"} <= set(payload["metrics"])
+
+
+def test_bom_trailing_commas_and_crlf_are_read(tmp_path):
+    """styles.csv re-saved by a spreadsheet: byte order mark, CRLF, a comma ending every line, ids with a trailing
+    space. Nothing is dropped and the display names do not gain a comma."""
+    root = write_kagl_csv(tmp_path, n=6)
+    lines = (root / "styles.csv").read_text().splitlines()
+    lines = [lines[0] + ","] + [line.replace(",", " ,", 1) + "," for line in lines[1:]]
+    (root / "styles.csv").write_bytes(b"\xef\xbb\xbf" + "".join(f"{line}\r\n" for line in lines).encode())
+    items = {i: it for split in all_items(open_dataset("kagl", root)[2]).values() if split for i, it in split.items.items()}
+    assert sorted(items) == [str(1000 + i) for i in range(6)]
+    assert items["1001"].text == ["Product 1, slim fit colour 1"] and items["1000"].image == "images/1000.jpg"
+
+
+def test_numeric_ids_read_as_strings_and_duplicates_are_named(tmp_path):
+    """Ids stored as floats (a copy that went through pandas) read as the integers styles.csv writes; the same
+    id twice is an error naming both rows."""
+    import datasets
+
+    def save(ids: list[float]) -> None:
+        n = len(ids)
+        datasets.Dataset.from_dict({"id": ids, "productDisplayName": ["x"] * n, "articleType": ["y"] * n,
+                                    "image": [f"{i}.jpg" for i in range(n)]}).save_to_disk(str(tmp_path / "hf"))
+
+    save([2000.0, 2001.0])
+    items = {i for split in all_items(open_dataset("kagl", tmp_path / "hf")[2]).values() if split for i in split.items}
+    assert items == {"2000", "2001"}
+    save([2000.0, 2001.0, 2000.0])
+    with pytest.raises(DataError, match=r"Hugging Face dataset '.*hf' row 2: duplicate product id '2000' \(first at .* row 0\)"):
+        open_dataset("kagl", tmp_path / "hf")[2]("train")

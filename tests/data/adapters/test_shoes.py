@@ -76,7 +76,7 @@ def test_target_in_the_other_list(root):
 
 def test_missing_key(root):
     edit_captions(root, lambda r: r[3].pop("RelativeCaption"))
-    with pytest.raises(DataError, match=r"relative_captions_shoes\.json record 3: missing key 'RelativeCaption'"):
+    with pytest.raises(DataError, match=r"relative_captions_shoes\.json record 3 \(reference .*\): missing key 'RelativeCaption'"):
         open_dataset("shoes", root)[2]("test")
 
 
@@ -106,3 +106,41 @@ def test_validate(root, tmp_path):
     assert payload["protocol"]["name"] == "shoes" and payload["split"] == "test"
     assert (payload["num_queries"], payload["gallery_size"]) == (2, 5)
     assert set(payload["metrics"]) >= {"R@1", "R@10", "R@50", "headline"}
+
+
+def test_duplicates_are_named(root):
+    """The same pair with another caption is another query; an identical record, or a name listed twice, is an
+    error naming the file and the record or line."""
+    edit_captions(root, lambda r: r.append({**r[1], "RelativeCaption": "is shinier"}))
+    assert len(open_dataset("shoes", root)[2]("test").queries) == 3
+    edit_captions(root, lambda r: r.append(dict(r[1])))
+    with pytest.raises(DataError, match=r"relative_captions_shoes\.json record 6 \(reference 'img_womens_clogs_1\.jpg', "
+                                        r"target 'img_womens_clogs_2\.jpg'\): duplicate record \(same reference, target and "
+                                        r"caption\) \(first at .*record 1 "):
+        open_dataset("shoes", root)[2]("test")
+    write_lines(root / "eval_im_names.txt", EVAL + [EVAL[2]])
+    with pytest.raises(DataError, match=r"eval_im_names\.txt:6: duplicate image name 'img_womens_clogs_3\.jpg' \(first at "
+                                        r".*eval_im_names\.txt:3\)"):
+        open_dataset("shoes", root)[2]("test")
+
+
+def test_empty_caption_is_an_error(root):
+    """Every Shoes query has a target, so a query without text would train or score a plain image query."""
+    edit_captions(root, lambda r: r[3].update(RelativeCaption=""))
+    with pytest.raises(DataError, match=r"relative_captions_shoes\.json record 3 \(reference .*\): key 'RelativeCaption' has "
+                                        r"no text"):
+        open_dataset("shoes", root)[2]("test")
+
+
+def test_bom_crlf_and_trailing_spaces_are_read(root):
+    """Name lists and captions re-saved on Windows (byte order mark, CRLF, a trailing space after a name): every
+    record is kept, so the query count equals the record count."""
+    (root / "eval_im_names.txt").write_bytes(b"\xef\xbb\xbf" + "".join(f"{n} \r\n" for n in EVAL).encode())
+    path = root / "relative_captions_shoes.json"
+    records = json.loads(path.read_text())
+    records[1]["ImageName"] += " "
+    path.write_bytes(b"\xef\xbb\xbf" + json.dumps(records, indent=1).replace("\n", "\r\n").encode())
+    _, _, load = open_dataset("shoes", root)
+    test = load("test")
+    assert test.gallery == EVAL and test.queries[0].positives == [EVAL[1]]
+    assert len(test.queries) + len(load("train").queries) == len(records)

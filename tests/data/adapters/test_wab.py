@@ -119,3 +119,19 @@ def test_clip_validate_intra_and_cross(root, tmp_path):
     for subset in ("intra", "cross"):
         assert {"mAP", "R@1"} <= set(payload["per_subset"][subset])
     assert {"mAP", "rank1", "R@1", "R@5", "R@10"} <= set(payload["metrics"])
+
+
+def test_crop_annotated_twice_is_named(root):
+    """Two video annotation files with one video_id describe the same crops (a copied file): both are named."""
+    video = root / "val_part1" / "video_annotation"
+    (video / "video3-copy.json").write_text((video / "video3.json").read_text())
+    with pytest.raises(DataError, match=r"video3\.json: frame 0: duplicate annotation of crop 'val_part1/live/video3/0/0' "
+                                        r".*\(first at .*video3-copy\.json: frame 0\)"):
+        open_dataset("wab", root)[2]("val")
+
+
+def test_bom_and_numeric_ids_are_read(root):
+    path = root / "val_part1" / "image_annotation" / "item3" / "0.json"
+    record = json.loads(path.read_text())
+    path.write_bytes(b"\xef\xbb\xbf" + json.dumps({**record, "item_id": 3}).encode())
+    assert "val_part1/shop/3/0/0" in open_dataset("wab", root)[2]("val").items
