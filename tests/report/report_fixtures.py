@@ -71,13 +71,13 @@ def write_scored_run(root: Path, experiment: str, seed: int, pq: PerQuery, *,
                      protocol: dict[str, Any] = ID_PROTOCOL, with_file: bool = True, run: str | None = None,
                      **extra: Any) -> Path:
     """A results.json whose metrics are recomputed from ``pq``, and (``with_file``) its per_query.jsonl."""
-    values = {k: float(v[0]) for k, v in metric_values(pq, Protocol.from_dict(dict(protocol))).items()}
-    metrics = {k: v for k, v in values.items() if "/" not in k}
+    spec = Protocol.from_dict(dict(protocol))
+    values = {k: float(v[0]) for k, v in metric_values(pq, spec).items()}
+    metrics = {k: values.pop(k) for k in spec.metric_names()}
     per_subset: dict[str, dict[str, float]] = {}
     for key, value in values.items():
-        if "/" in key:
-            subset, name = key.split("/", 1)
-            per_subset.setdefault(subset, {})[name] = value
+        subset, name = key.split("/", 1)
+        per_subset.setdefault(subset, {})[name] = value
     run = run or f"run{len(list((root / experiment).glob('*')))}_seed{seed}"
     path = write_run(root, results(experiment, seed, metrics, protocol=protocol, per_subset=per_subset, **extra), run)
     if with_file:

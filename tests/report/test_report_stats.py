@@ -13,7 +13,7 @@ from fashion_bench.report.collect import collect
 from fashion_bench.report.plots import table_plots
 from fashion_bench.report.stats import Bootstrap, RowSamples, _counts
 from fashion_bench.report.tables import build_tables, render_table
-from fashion_bench.retrieval.per_query import metric_values
+from fashion_bench.retrieval.per_query import PerQuery, metric_values
 from fashion_bench.retrieval.protocols import Protocol
 
 BOOT = Bootstrap(resamples=400, seed=0)
@@ -119,3 +119,26 @@ def test_bootstrap_off_keeps_todays_table(tmp_path: Path) -> None:
     write_scored_run(tmp_path, "m__synth-id", 0, per_query(ranks(8)))
     table = _table(tmp_path, bootstrap=None)
     assert table.samples is None and "[" not in render_table(table).split("Percent;")[0]
+
+
+def test_t2i_resamples_both_directions_and_categories_get_subset_intervals(tmp_path: Path) -> None:
+    t2i = {"name": "t2i", "task": "t2i", "ks": [1, 5, 10], "headline": [], "primary_metric": "mean_recall"}
+    texts = per_query(ranks(11, worst=12))
+    images = per_query(ranks(12, n=80, worst=12, invalid=0), ids=[f"img{i}" for i in range(80)])
+    write_scored_run(tmp_path / "t2i", "clip__synth-t2i", 0,
+                     PerQuery(texts.query_ids, texts.ranking, reverse=images), protocol=t2i)
+    table = _table(tmp_path / "t2i")
+    (row,) = table.rows
+    for metric in ("mean_recall", "t2i/R@5", "i2t/R@5"):
+        interval = table.interval(row, metric)
+        assert interval.low <= row.cells[metric].mean <= interval.high, metric
+    fiq = {"name": "fashioniq", "task": "cir", "ks": [1, 10, 50], "headline": ["R@10", "R@50"],
+           "primary_metric": "headline", "per_category": True}
+    first = ranks(13, worst=60)
+    categorised = PerQuery(per_query(first).query_ids, per_query(first).ranking,
+                           category=tuple(("dress", "shirt")[i % 2] for i in range(200)))
+    write_scored_run(tmp_path / "fiq", "clip__synth-cir", 0, categorised, protocol=fiq)
+    table = _table(tmp_path / "fiq")
+    dress = next(row for row in table.subset_rows if row.subset == "dress")
+    assert table.interval(dress, "dress/R@10") is not None and table.interval(table.rows[0], "headline") is not None
+    assert "| clip__synth-cir | dress | " in render_table(table) and "] |" in render_table(table)
