@@ -155,12 +155,11 @@ def load_weights_file(clip: nn.Module, path: Path, model: str) -> None:
     """
     state, recorded = _read_state_dict(path, model)
     prefix = _wrapper_prefix(state, clip, path, model)
-    if prefix:
-        state = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+    state = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
     try:
         if prefix:
             result = clip.load_state_dict(state, strict=False)
-        else:
+        else:  # a bare open_clip state dict: open_clip's loader, with its format conversions
             result = open_clip_module().load_checkpoint(clip, str(path), strict=False)
     except (RuntimeError, AssertionError) as err:  # open_clip asserts on some shape changes, torch raises
         mismatched = _shape_mismatches(state, clip) or [f"{type(err).__name__}: {err}"]
@@ -182,13 +181,14 @@ def _shape_mismatches(state: dict[str, Any], clip: nn.Module) -> list[str]:
 
 def _read_state_dict(path: Path, model: str) -> tuple[dict[str, Any], str | None]:
     """The file's tensors (unwrapped from ``state_dict``) and the model name it records, if any."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
     try:
         if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
             return load_file(str(path)), None
         obj = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, OSError, ValueError, EOFError) as err:
+    except (pickle.UnpicklingError, SafetensorError, RuntimeError, OSError, ValueError, EOFError) as err:
         raise WeightsFileError(
             f"cannot read pretrained file {path} for model '{model}' as a state dict: {err}"
         ) from None

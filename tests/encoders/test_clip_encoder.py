@@ -148,10 +148,11 @@ def test_missing_and_unexpected_keys_are_listed(tmp_path, file_weights):
     assert "1 unexpected keys (visual.extra_head.weight)" in message
 
 
-def test_unreadable_file_is_refused(tmp_path):
-    path = tmp_path / "broken.pt"
+@pytest.mark.parametrize("name", ["broken.pt", "broken.safetensors"])
+def test_unreadable_file_is_refused(tmp_path, name):
+    path = tmp_path / name
     path.write_bytes(b"not a checkpoint")
-    with pytest.raises(WeightsFileError, match=f"cannot read pretrained file {path}"):
+    with pytest.raises(WeightsFileError, match=f"cannot read pretrained file {path} for model 'tiny-vit-64'"):
         ClipEncoder("tiny-vit-64", pretrained=str(path))
 
 
