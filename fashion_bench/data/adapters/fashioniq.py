@@ -9,7 +9,8 @@ Expected layout under the root::
 Splits ``train``, ``val``, ``test`` (test captions have no "target": its queries have no positives, so they can
 be ranked and exported but not scored). Item ids are the image ids, except that an image listed in the splits of
 two categories becomes one item per category, ``<category>/<image id>``, so that each category's gallery holds
-it. A query's id is ``<category>-<index in its caption file>``.
+it. A query's id is ``<category>-<index in its caption file>``; every record is a query, including those with an
+empty caption (``["", "has bigger image"]`` in the complete files: see ``_cir_common.captions``).
 
 Two named protocols, never to be mixed in one table:
 
