@@ -145,6 +145,7 @@ def test_validate_and_server_export(root, tmp_path):
     (payload,) = run_experiment("validate", "clip__cirr", root, runs)
     assert payload["protocol"]["name"] == "cirr" and payload["num_queries"] == 3 and payload["gallery_size"] == 14
     assert {"R@1", "R@5", "R@10", "R@50", "Rsubset@1", "Rsubset@2", "Rsubset@3", "headline"} <= set(payload["metrics"])
+    edit_captions(root, "test1", lambda r: r[1].update(caption=""))  # as in the complete test1 file
     run_experiment("test", "clip__cirr", root, runs, "--evaluator.cirr_export", "true")
     (folder,) = runs.glob("clip__cirr/*/cirr_submission")
     recall = json.loads((folder / "recall_submission.json").read_text())
