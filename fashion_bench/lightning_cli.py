@@ -3,8 +3,10 @@
 On top of LightningCLI it adds: OmegaConf interpolation in YAML, the run-directory layout
 ``<root>/<experiment>/<YYYYmmdd-HHMMSS>_seed<S>/`` (config.yaml, metrics.csv, checkpoints/, results.json), a
 concrete seed always set and recorded (and passed to the data layer), ``--ckpt_path last|best`` resolved to the
-newest run of the same experiment (so a killed run resumes in its own directory), the retrieval evaluator and
-checkpointing on the protocol's primary metric (``val/primary``) wired in by default.
+newest run of the same experiment and seed (so a killed run resumes in its own directory), ``run:`` artefact
+references resolved (``fashion_bench.stages``), the retrieval evaluator, checkpointing on the protocol's primary
+metric (``val/primary``), a ``last.ckpt`` every N training steps and the publication of a finished stage wired in
+by default.
 """
 
 from __future__ import annotations
@@ -14,13 +16,16 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import lightning.pytorch as pl
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 from fashion_bench.data.datamodule import FashionDataModule
 from fashion_bench.methods.base import RetrievalMethod
+from fashion_bench.provenance import config_hash
 from fashion_bench.retrieval.callback import RetrievalEvaluator
 from fashion_bench.retrieval.results import now_iso
+from fashion_bench.stages import StagePublisher, newest_run, resolve_artefact, restoring_weights, run_seed
 
 DEFAULT_RUNS_ROOT = "runs"
 DEFAULT_SEED = 0
@@ -44,11 +49,27 @@ def experiment_name(argv: list[str]) -> str:
     return Path(chosen).stem
 
 
-def latest_checkpoint(root: Path, experiment: str, which: str) -> Path | None:
-    """The ``last.ckpt`` (or best ``best-*.ckpt``) of the newest run of ``experiment`` that has one."""
+def latest_checkpoint(root: Path, experiment: str, which: str, seed: int | None = None) -> Path | None:
+    """The ``last.ckpt`` (or best ``best-*.ckpt``) of the newest run of ``experiment`` (with ``seed``) that has one."""
     pattern = "last.ckpt" if which == "last" else "best-*.ckpt"
-    candidates = sorted((root / experiment).glob(f"*/checkpoints/{pattern}"), key=lambda p: (p.parent.parent.name, p.stat().st_mtime))
-    return candidates[-1] if candidates else None
+    run = newest_run(root, experiment, seed, f"checkpoints/{pattern}")
+    if run is None:
+        return None
+    return sorted((run / "checkpoints").glob(pattern), key=lambda p: p.stat().st_mtime)[-1]
+
+
+class PeriodicLastCheckpoint(pl.Callback):
+    """Writes ``checkpoints/last.ckpt`` every ``every_n_steps`` training steps (0: only where ModelCheckpoint
+    does), so that a run killed mid-epoch resumes with ``--ckpt_path last`` close to where it stopped."""
+
+    def __init__(self, every_n_steps: int = 200) -> None:
+        if every_n_steps < 0:
+            raise ValueError(f"last_checkpoint.every_n_steps must be >= 0, got {every_n_steps}")
+        self.every_n_steps = every_n_steps
+
+    def on_train_batch_end(self, trainer: pl.Trainer, *args: Any) -> None:
+        if self.every_n_steps and trainer.global_step % self.every_n_steps == 0:
+            trainer.save_checkpoint(Path(trainer.default_root_dir) / "checkpoints" / "last.ckpt")
 
 
 class FashionCLI(LightningCLI):
@@ -71,6 +92,7 @@ class FashionCLI(LightningCLI):
             }
         )
         parser.add_lightning_class_args(RetrievalEvaluator, "evaluator")
+        parser.add_lightning_class_args(PeriodicLastCheckpoint, "last_checkpoint")
         parser.link_arguments("seed_everything", "data.seed")
 
     def before_instantiate_classes(self) -> None:
@@ -84,13 +106,30 @@ class FashionCLI(LightningCLI):
         root = Path(cfg["trainer"].get("default_root_dir") or DEFAULT_RUNS_ROOT)
         run_dir = None
         ckpt = cfg.get("ckpt_path")
+        self.checkpoint_seed = None
         if ckpt in ("last", "best"):
-            found = latest_checkpoint(root, self.experiment, ckpt)
+            found = latest_checkpoint(root, self.experiment, ckpt, seed)
             if found is None:
-                raise FileNotFoundError(f"--ckpt_path {ckpt}: no {ckpt} checkpoint under {root / self.experiment}/*/checkpoints/")
+                raise FileNotFoundError(
+                    f"--ckpt_path {ckpt}: no {ckpt} checkpoint under {root / self.experiment}/*_seed{seed}/checkpoints/ "
+                    f"(runs of other seeds are not used; pass --seed_everything or a checkpoint file)"
+                )
             cfg["ckpt_path"] = str(found)
+            self._parse_ckpt_path()  # the checkpoint's constructor arguments, as for an explicit file
+            cfg = self.config[self.subcommand]
             if self.subcommand == "fit":
                 run_dir = found.parent.parent
+        if cfg.get("ckpt_path"):
+            self.checkpoint_seed = run_seed(Path(cfg["ckpt_path"]).parent.parent)
+        self.restoring = self.subcommand in ("validate", "test", "predict") and bool(cfg.get("ckpt_path"))
+        for key, value in list(cfg["model"].items()):
+            if isinstance(value, str):
+                default = "encoder.pt" if key.endswith("pretrained") else "model.ckpt"
+                try:
+                    cfg["model"][key] = resolve_artefact(value, root, seed, default)
+                except FileNotFoundError:
+                    if not self.restoring:  # restored weights do not need the earlier stage's files
+                        raise
         if run_dir is None:
             stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
             run_dir = root / self.experiment / f"{stamp}_seed{seed}"
@@ -106,31 +145,45 @@ class FashionCLI(LightningCLI):
                 "init_args": {"save_dir": str(run_dir), "name": "", "version": ""},
             }
 
+    def instantiate_classes(self) -> None:
+        """Methods built for validate / test / predict with a checkpoint may miss an earlier stage's files."""
+        with restoring_weights(getattr(self, "restoring", False)):
+            super().instantiate_classes()
+
     def after_instantiate_classes(self) -> None:
         super().after_instantiate_classes()
         cfg = self.config[self.subcommand] if self.subcommand else self.config
         method_name = getattr(self.model, "method_name", type(self.model).__name__)
+        if self.subcommand == "fit":
+            self.trainer.callbacks.append(StagePublisher())
+        seed = int(cfg["seed_everything"]) if self.checkpoint_seed is None else self.checkpoint_seed
         for callback in self.trainer.callbacks:
             if isinstance(callback, RetrievalEvaluator):
                 callback.run_info = {
                     "experiment": self.experiment,
                     "method": method_name,
-                    "seed": int(cfg["seed_everything"]),
+                    "seed": seed,
+                    "config_hash": config_hash(_plain(cfg)),
                     "start_time": self.start_time,
                     "started_at": now_iso(),
                     "ckpt_path": cfg.get("ckpt_path"),
                 }
 
-
     def after_fit(self) -> None:
         """results.json must describe the final weights: validate once more when training stopped (e.g. by
-        ``max_steps`` mid-epoch) after the last validation."""
+        ``max_steps`` mid-epoch) after the last validation. Every rank decides alike (DDP would hang otherwise)."""
         evaluator = next((c for c in self.trainer.callbacks if isinstance(c, RetrievalEvaluator)), None)
         if evaluator is None or self.trainer.interrupted:
             return
-        last = evaluator.last_payload
-        if last is None or last.get("global_step") != self.trainer.global_step:
+        if evaluator.last_evaluated_step != self.trainer.global_step:
             self.trainer.validate(self.model, datamodule=self.datamodule, verbose=False)
+
+
+def _plain(node: Any) -> Any:
+    """A jsonargparse Namespace tree as plain dicts and lists."""
+    if hasattr(node, "as_dict"):
+        return node.as_dict()
+    return node
 
 
 def run(argv: list[str]) -> int:

@@ -8,6 +8,7 @@ normalisation and the tokenizer come from the method being trained (its encoder)
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,10 +18,11 @@ import lightning.pytorch as pl
 import torch
 from torch.utils.data import DataLoader
 
-from fashion_bench.contracts import TASKS, Preprocessing
+from fashion_bench.contracts import TASKS, Preprocessing, query_kind
 from fashion_bench.data.adapters import open_configured
 from fashion_bench.data.datasets import (
     EvalImageDataset,
+    SampleLabels,
     ImageLoader,
     PairDataset,
     QueryTextDataset,
@@ -30,6 +32,7 @@ from fashion_bench.data.samplers import EpochShuffleSampler, IdentityBatchSample
 from fashion_bench.data.schema import DataError, Split
 from fashion_bench.data.store import arrow_rows
 from fashion_bench.data.transforms import build_image_transform, image_available
+from fashion_bench.retrieval.protocols import PROTOCOLS, get_protocol
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +102,7 @@ class FashionDataModule(pl.LightningDataModule):
         self.task = task or self.info.task
         if self.task not in TASKS:
             raise ValueError(f"unknown task '{self.task}'; expected one of {TASKS}")
-        self.protocol = protocol if protocol is not None else self.info.protocol
+        self.protocol = self._check_protocol(protocol)
         self.sampler = sampler or ("pk" if self.task == "id" else "random")
         if self.sampler not in ("random", "pk"):
             raise ValueError(f"unknown sampler '{self.sampler}'; expected 'random' or 'pk'")
@@ -114,6 +117,21 @@ class FashionDataModule(pl.LightningDataModule):
         self._splits: dict[str, Split] = {}
         self._eval: dict[str, EvalSplit] = {}
         self._train_rows = None
+        self.failed_images: dict[str, int] = {}
+
+    def _check_protocol(self, protocol: str | dict[str, Any] | None) -> str | dict[str, Any]:
+        """The protocol spec to score with: the given one (its task must be this task), else the dataset's own
+        when the task is the dataset's, else the task's default protocol (a bad name or field fails here)."""
+        if protocol is None:
+            protocol = self.info.protocol if self.task == self.info.task else self.task
+        resolved = get_protocol(protocol)
+        if resolved.task != self.task:
+            raise ValueError(
+                f"dataset '{self.dataset}': protocol '{resolved.name}' scores task '{resolved.task}', but the task is "
+                f"'{self.task}'; pass a '{self.task}' protocol (e.g. --data.protocol {self.task}; registered: "
+                f"{sorted(n for n, p in PROTOCOLS.items() if p.task == self.task)}) or leave --data.protocol unset"
+            )
+        return protocol
 
     @staticmethod
     def _open(dataset, root, task, preset, seed, adapter_args):
@@ -159,11 +177,26 @@ class FashionDataModule(pl.LightningDataModule):
         self.preprocessing = preprocessing
 
     def setup(self, stage: str | None = None) -> None:
+        module = getattr(self.trainer, "lightning_module", None) if self.trainer is not None else None
+        if module is not None and hasattr(module, "check_supports"):
+            module.check_supports(self.task, self.query_kinds(stage), self.dataset)
         if self.preprocessing is None:
-            module = getattr(self.trainer, "lightning_module", None) if self.trainer is not None else None
             if module is None or not hasattr(module, "preprocessing"):
                 raise RuntimeError("FashionDataModule needs preprocessing: attach it with attach_preprocessing() or train a RetrievalMethod")
             self.attach_preprocessing(module.preprocessing())
+
+    def query_kinds(self, stage: str | None) -> set[str]:
+        """The query kinds (contracts.QUERY_KINDS) a method must embed for ``stage``: those of its evaluation
+        split, plus the composed queries of ``cir`` training."""
+        split = self.split("test" if stage in ("test", "predict") else "val")
+        kinds = {query_kind(bool(_joined(q.text)), q.image is not None) for q in split.queries}
+        if stage in ("fit", None) and self.task == "cir":
+            kinds.add("image+text")
+        return kinds
+
+    def count_failed_images(self, role: str, count: int) -> None:
+        """Images that failed to load (replaced by blank ones with skip_missing_images), by where they were used."""
+        self.failed_images[role] = self.failed_images.get(role, 0) + int(count)
 
     def _images(self, train: bool) -> ImageLoader:
         assert self.preprocessing is not None
@@ -209,10 +242,46 @@ class FashionDataModule(pl.LightningDataModule):
         if not split.gallery:
             raise DataError(f"dataset '{self.dataset}' split '{split.name}' has no training images")
         records = [_item_row(split.items[i]) for i in split.gallery]
-        labels = {identity: n for n, identity in enumerate(sorted({r["identity"] for r in records}))}
+        labels = SampleLabels(
+            identities=_vocabulary(r["identity"] for r in records),
+            categories=self.categories,
+            attributes=self.attribute_vocab,
+        )
         rows = self._rows("pairs", records)
         images = self._images(train=train_transforms) if decode_images else None
-        return PairDataset(rows, images, tokenize, labels, seed=self.seed), [r["identity"] for r in records]
+        views = _identity_views(records) if self.preprocessing.views > 1 else None
+        dataset = PairDataset(
+            rows, images, tokenize, labels, seed=self.seed, views=self.preprocessing.views, view_candidates=views,
+            fields=self.preprocessing.sample_fields,
+        )
+        return dataset, [r["identity"] for r in records]
+
+    def image_dataset(self, role: str) -> tuple[list[str], EvalImageDataset]:
+        """(item ids, dataset of their images with the evaluation transforms) of a split's gallery; for ``train``
+        the training images, in the order of the training dataset's rows."""
+        split = self.split(role)
+        ids = list(split.gallery)
+        if not ids:
+            raise DataError(f"dataset '{self.dataset}' split '{split.name}' has no images to encode")
+        rows = self._rows("images", [_item_row(split.items[i]) for i in ids])
+        return ids, EvalImageDataset(rows, self._images(train=False))
+
+    @property
+    def categories(self) -> list[str]:
+        """Sorted categories of the training images (``category`` labels of training samples index this)."""
+        split = self.split("train")
+        return _vocabulary(split.items[i].category for i in split.gallery)
+
+    @property
+    def attribute_vocab(self) -> dict[str, list[str]]:
+        """Attribute name -> sorted values over the training images (``attributes`` labels index these; -1 when an
+        item lacks the attribute)."""
+        split = self.split("train")
+        values: dict[str, set[str]] = {}
+        for item_id in split.gallery:
+            for name, value in split.items[item_id].attributes.items():
+                values.setdefault(str(name), set()).add(str(value))
+        return {name: sorted(values[name]) for name in sorted(values)}
 
     @property
     def num_identities(self) -> int:
@@ -282,7 +351,24 @@ def _item_row(item) -> dict[str, Any]:
         "identity": item.identity,
         "domain": item.domain,
         "category": item.category,
+        "attributes": json.dumps({str(k): str(v) for k, v in item.attributes.items()}, sort_keys=True),
     }
+
+
+def _joined(texts: list[str]) -> str:
+    return " ".join(t.strip() for t in texts if t and t.strip())
+
+
+def _vocabulary(values) -> list[str]:
+    return sorted(set(values))
+
+
+def _identity_views(records: list[dict[str, Any]]) -> list[list[int]]:
+    """Per training row, the other rows of the same identity (extra views of a sample)."""
+    by_identity: dict[str, list[int]] = {}
+    for n, r in enumerate(records):
+        by_identity.setdefault(r["identity"], []).append(n)
+    return [[m for m in by_identity[r["identity"]] if m != n] for n, r in enumerate(records)]
 
 
 def _query_row(query) -> dict[str, Any]:

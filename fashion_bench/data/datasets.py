@@ -7,10 +7,12 @@ workers; texts are tokenised there too.
 
 from __future__ import annotations
 
+import json
 import random
 import zlib
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import torch
 from torch.utils.data import Dataset
@@ -76,23 +78,87 @@ class _KeyedDataset(Dataset):
         return (key[0], key[1]) if isinstance(key, (tuple, list)) else (int(key), 0)
 
 
-class PairDataset(_KeyedDataset):
-    """Training images with one of their texts and an identity label (t2i and id training); without an image
-    loader, the pixels are left out."""
+@dataclass
+class SampleLabels:
+    """Vocabularies that turn an item's identity, category and attributes into integer labels of a sample."""
 
-    def __init__(self, rows, images: ImageLoader | None, tokenize: Tokenize, identity_labels: dict[str, int], seed: int = 0):
+    identities: list[str]
+    categories: list[str] = field(default_factory=list)
+    attributes: dict[str, list[str]] = field(default_factory=dict)  # name -> values
+
+    def __post_init__(self) -> None:
+        self._identity = {v: n for n, v in enumerate(self.identities)}
+        self._category = {v: n for n, v in enumerate(self.categories)}
+        self._attribute = {name: {v: n for n, v in enumerate(values)} for name, values in self.attributes.items()}
+
+    def identity(self, value: str) -> int:
+        return self._identity[value]
+
+    def category(self, value: str) -> int:
+        return self._category.get(value, -1)
+
+    def attribute_labels(self, encoded: str) -> torch.Tensor:
+        """[num attribute names] value index per attribute, -1 where the item lacks it or has an unseen value."""
+        values = json.loads(encoded) if encoded else {}
+        return torch.tensor([self._attribute[name].get(values.get(name), -1) for name in self.attributes], dtype=torch.long)
+
+
+class PairDataset(_KeyedDataset):
+    """Training images with one of their texts and their labels (t2i and id training).
+
+    A sample holds ``text`` (tokens), ``label`` (identity), ``category`` and, when the split has attributes,
+    ``attributes`` (see :class:`SampleLabels`), ``index`` and ``image_ok``, plus ``image`` unless the pixels are
+    left out (no image loader), ``views`` [V-1, C, H, W] with ``views > 1`` (other images of the same identity,
+    else the same image again) and the method's extra ``fields`` (name -> function of the row and the text).
+    """
+
+    def __init__(
+        self,
+        rows,
+        images: ImageLoader | None,
+        tokenize: Tokenize,
+        labels: SampleLabels,
+        seed: int = 0,
+        views: int = 1,
+        view_candidates: Sequence[Sequence[int]] | None = None,
+        fields: Mapping[str, Callable[[Mapping[str, Any], str], Any]] | None = None,
+    ):
         super().__init__(rows, seed)
-        self.images, self.tokenize, self.identity_labels = images, tokenize, identity_labels
+        self.images, self.tokenize, self.labels = images, tokenize, labels
+        self.views, self.view_candidates, self.fields = views, view_candidates, dict(fields or {})
 
     def __getitem__(self, key):
         index, epoch = self.split_key(key)
         row = self.rows[index]
         rng = sample_rng(self.seed, epoch, index)
         text = rng.choice(row["text"]) if row["text"] else ""
-        sample = {"text": self.tokenize([text])[0], "label": self.identity_labels[row["identity"]], "index": index, "image_ok": True}
+        sample = {
+            "text": self.tokenize([text])[0],
+            "label": self.labels.identity(row["identity"]),
+            "category": self.labels.category(row["category"]),
+            "index": index,
+            "image_ok": True,
+        }
+        if self.labels.attributes:
+            sample["attributes"] = self.labels.attribute_labels(row["attributes"])
         if self.images is not None:
             sample["image"], sample["image_ok"] = self.images(row["item_id"], row["image"])
+            if self.views > 1:
+                sample["views"], views_ok = self._views(index, rng)
+                sample["image_ok"] = sample["image_ok"] and views_ok
+        for name, compute in self.fields.items():
+            sample[name] = compute(row, text)
         return sample
+
+    def _views(self, index: int, rng: random.Random) -> tuple[torch.Tensor, bool]:
+        candidates = self.view_candidates[index] if self.view_candidates is not None else []
+        images, ok = [], True
+        for _ in range(self.views - 1):
+            row = self.rows[rng.choice(candidates)] if candidates else self.rows[index]
+            image, image_ok = self.images(row["item_id"], row["image"])
+            images.append(image)
+            ok = ok and image_ok
+        return torch.stack(images), ok
 
 
 class TripletDataset(_KeyedDataset):

@@ -70,9 +70,13 @@ class EpochShuffleSampler(_ResumableSampler):
 
 
 class IdentityBatchSampler(_ResumableSampler):
-    """P x K batches: P identities with K images each (sampled with replacement when an identity has fewer).
+    """P x K batches: P distinct identities with K images each.
 
-    Yields a flat order in which every consecutive ``P * K`` block is one identity-balanced batch; use it with
+    Each identity's images are shuffled and cut into chunks of K (its last chunk, and an identity with fewer than
+    K images, filled up with its own images drawn again), so every image appears in an epoch. Batches take one
+    chunk from each of the P identities with the most chunks left (ties in a random order), which spreads every
+    identity over the epoch and leaves fewer than P identities' chunks unused; no batch repeats within an epoch.
+    Yields a flat order in which every consecutive ``P * K`` block is one batch; use it with
     ``batch_size = P * K`` and ``drop_last=True``.
     """
 
@@ -86,30 +90,24 @@ class IdentityBatchSampler(_ResumableSampler):
             )
         self.p, self.k = p, k
         super().__init__(len(identities), p * k, **kwargs)
+        self._batches = max(1, len(self.order(0)) // (self.batch_size * self.num_replicas))
+
+    def batches_per_rank(self) -> int:
+        return self._batches
+
+    def _chunks(self, members: list[int], g: torch.Generator) -> list[list[int]]:
+        shuffled = [members[i] for i in torch.randperm(len(members), generator=g).tolist()]
+        missing = -len(shuffled) % self.k
+        shuffled += [members[i] for i in torch.randint(len(members), (missing,), generator=g).tolist()]
+        return [shuffled[i : i + self.k] for i in range(0, len(shuffled), self.k)]
 
     def order(self, epoch: int) -> list[int]:
         g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
-        names = sorted(self.by_identity)
-        groups: list[list[int]] = []
-        for name in names:
-            members = self.by_identity[name]
-            perm = torch.randperm(len(members), generator=g).tolist()
-            if len(members) < self.k:
-                perm += torch.randint(len(members), (self.k - len(members),), generator=g).tolist()
-            shuffled = [members[i] for i in perm]
-            groups += [shuffled[i : i + self.k] for i in range(0, len(shuffled) - self.k + 1, self.k)]
-        chunks = [groups[i] for i in torch.randperm(len(groups), generator=g).tolist()]
+        left = {name: self._chunks(self.by_identity[name], g) for name in sorted(self.by_identity)}
         out: list[int] = []
-        batch: list[list[int]] = []
-        used: set[int] = set()
-        identity_of = {i: name for name in names for i in self.by_identity[name]}
-        for chunk in chunks:
-            identity = identity_of[chunk[0]]
-            if identity in used:
-                continue
-            batch.append(chunk)
-            used.add(identity)
-            if len(batch) == self.p:
-                out += [i for c in batch for i in c]
-                batch, used = [], set()
+        while sum(1 for chunks in left.values() if chunks) >= self.p:
+            tie = torch.rand(len(left), generator=g).tolist()
+            ranked = sorted(zip(left, tie), key=lambda pair: (-len(left[pair[0]]), pair[1]))
+            for name, _ in ranked[: self.p]:
+                out += left[name].pop()
         return out

@@ -1,20 +1,25 @@
-"""``RetrievalMethod``: the LightningModule every method extends.
+"""The method contract: :class:`RetrievalMethod` (no encoder assumed) and :class:`ClipRetrievalMethod` (one CLIP).
 
-A method owns its encoder(s) and says how to embed the two sides of a retrieval task; it never computes
+A method owns its encoder(s) and heads and says how to embed the two sides of a retrieval task; it never computes
 metrics. The evaluator (``fashion_bench.retrieval.callback.RetrievalEvaluator``) drives evaluation:
 
 1. ``validation_step`` / ``test_step`` run :meth:`encode_images` on gallery batches (each image once);
 2. gallery embeddings = :meth:`encode_gallery` of those features;
-3. query embeddings = :meth:`encode_query` of a batch holding ``text`` (tokens) and / or ``image_features``
-   (the same per-image features of the query's reference image, looked up, never re-encoded).
+3. query embeddings = :meth:`encode_query` of a batch built from what the queries have: ``text`` (tokens),
+   ``image_features`` (the per-image features of the reference image, looked up, never re-encoded), both, and
+   ``category`` (list of str). Queries of different kinds are batched apart.
+
+A method declares what it supports in :attr:`RetrievalMethod.supports` (task -> query kinds); the data layer
+checks it when it is set up, before any training step. Everything a method needs of the training images'
+features comes from :meth:`RetrievalMethod.encode_split` (one DDP-aware pass, each image once).
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, ClassVar
 
 import lightning.pytorch as pl
 import torch
@@ -22,6 +27,8 @@ import torch.nn.functional as F
 
 from fashion_bench.contracts import Preprocessing
 from fashion_bench.encoders import ClipEncoder, export_open_clip_checkpoint
+from fashion_bench.methods.encode import encode_split
+from fashion_bench.stages import sha256
 
 
 @dataclass
@@ -48,40 +55,86 @@ class EncoderConfig:
 
 @dataclass
 class OptimConfig:
+    """AdamW with warm-up and a cosine or constant schedule.
+
+    ``lr_groups`` maps a parameter-name prefix to its own learning rate (the longest matching prefix wins), e.g.
+    ``{"combiner.": 1e-3, "encoder.": 1e-5}``: new heads and prompts usually want a larger rate than a
+    pretrained backbone. A method may declare defaults in :meth:`RetrievalMethod.default_lr_groups`.
+    """
+
     lr: float = 1e-4
     weight_decay: float = 0.1
     betas: tuple[float, float] = (0.9, 0.98)
     eps: float = 1e-6
     warmup_steps: int = 0
     schedule: str = "cosine"  # cosine | constant
+    lr_groups: dict[str, float] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.schedule not in ("cosine", "constant"):
+            raise ValueError(f"unknown schedule '{self.schedule}'; expected 'cosine' or 'constant'")
+        bad = {k: v for k, v in self.lr_groups.items() if not isinstance(v, (int, float)) or v < 0}
+        if bad:
+            raise ValueError(f"optim.lr_groups: learning rates must be non-negative numbers, got {bad}")
+
+
+def _no_decay(name: str, param: torch.nn.Parameter) -> bool:
+    return param.ndim < 2 or any(key in name for key in ("logit_scale", "bias", "embedding", "token"))
 
 
 class RetrievalMethod(pl.LightningModule):
-    def __init__(self, encoder: EncoderConfig | None = None, optim: OptimConfig | None = None) -> None:
-        super().__init__()
-        self.encoder_config = encoder or EncoderConfig()
-        self.optim = optim or OptimConfig()
-        if self.optim.schedule not in ("cosine", "constant"):
-            raise ValueError(f"unknown schedule '{self.optim.schedule}'; expected 'cosine' or 'constant'")
-        self.encoder = self.encoder_config.build()
+    """The contract every method implements; assumes no particular encoder.
 
-    def save_config(self, **extra: Any) -> None:
-        """Record hyper-parameters as plain data (checkpoints then load with ``weights_only=True``)."""
-        self.save_hyperparameters({"encoder": asdict(self.encoder_config), "optim": asdict(self.optim), **extra})
+    Subclasses set :attr:`method_name` and :attr:`supports`, implement :meth:`preprocessing`,
+    :meth:`encode_images`, :meth:`encode_query` and ``training_step``, and call :meth:`save_config` with exactly
+    their constructor arguments (checkpoints then load with ``weights_only=True`` and ``--ckpt_path FILE``
+    re-instantiates the method from them).
+    """
+
+    method_name: ClassVar[str] = "method"
+    # task -> the query kinds (contracts.QUERY_KINDS) this method embeds for it
+    supports: ClassVar[dict[str, tuple[str, ...]]] = {}
+
+    def __init__(self, optim: OptimConfig | None = None) -> None:
+        super().__init__()
+        self.optim = optim or OptimConfig()
+        self.stage_inputs: dict[str, dict[str, Any]] = {}  # provenance of the artefacts this method started from
+
+    def save_config(self, **init_args: Any) -> None:
+        """Record the constructor arguments as plain data, with the class path for ``--ckpt_path FILE``."""
+        plain = {k: asdict(v) if hasattr(v, "__dataclass_fields__") else v for k, v in init_args.items()}
+        cls = type(self)
+        self.hparams.clear()  # a subclass's call replaces its base class's (Lightning would merge them)
+        self.save_hyperparameters({"_class_path": f"{cls.__module__}.{cls.__qualname__}", **plain})
+
+    # --- contract checks ------------------------------------------------------------------------------------
+    def check_supports(self, task: str, query_kinds: set[str], dataset: str) -> None:
+        """Raise when this method cannot train or embed ``task`` / ``query_kinds`` (called by the data layer)."""
+        name = f"method '{self.method_name}' ({type(self).__name__})"
+        if task not in self.supports:
+            raise ValueError(
+                f"{name} does not support task '{task}' of dataset '{dataset}'; it supports tasks {sorted(self.supports)}"
+            )
+        unsupported = sorted(query_kinds - set(self.supports[task]))
+        if unsupported:
+            raise ValueError(
+                f"{name} cannot embed {unsupported} queries of dataset '{dataset}' (task '{task}'); for this task it "
+                f"embeds {list(self.supports[task])} queries"
+            )
 
     # --- data contract ----------------------------------------------------------------------------------------
     def preprocessing(self) -> Preprocessing:
-        return Preprocessing(image_spec=self.encoder.image_spec, tokenize=self.encoder.tokenize)
+        raise NotImplementedError
 
     # --- embedding contract -----------------------------------------------------------------------------------
     def encode_images(self, images: torch.Tensor) -> torch.Tensor:
         """Per-image features shared by the gallery side and query references (not necessarily normalised)."""
-        return self.encoder.encode_image(images, normalize=False)
+        raise NotImplementedError
 
     def encode_gallery(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         return F.normalize(batch["image_features"], dim=-1)
 
-    def encode_query(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    def encode_query(self, batch: dict[str, Any]) -> torch.Tensor:
         raise NotImplementedError
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, torch.Tensor]:
@@ -91,9 +144,17 @@ class RetrievalMethod(pl.LightningModule):
         return self.validation_step(batch, batch_idx)
 
     def predict_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, torch.Tensor]:
-        return {"embedding": self.encode_gallery({"image_features": self.encode_images(batch["image"])}), "index": batch["index"]}
+        return self.validation_step(batch, batch_idx)
 
-    # --- training helpers -------------------------------------------------------------------------------------
+    # --- services ---------------------------------------------------------------------------------------------
+    def encode_split(
+        self, role: str = "train", encode: Callable[[torch.Tensor], torch.Tensor] | None = None, desc: str | None = None
+    ) -> tuple[list[str], torch.Tensor]:
+        """(item ids, features [N, D]) of every image of a split's gallery / training images, with the evaluation
+        transforms, encoded once each by ``encode`` (default :meth:`encode_images`), sharded over DDP ranks and
+        gathered so that every rank gets all of them. See :func:`fashion_bench.methods.encode.encode_split`."""
+        return encode_split(self, role, encode or self.encode_images, desc=desc)
+
     def gather(self, x: torch.Tensor) -> torch.Tensor:
         """Concatenate a per-rank batch tensor across ranks, keeping gradients (identity in one process)."""
         if self._trainer is None or self.trainer.world_size == 1:
@@ -108,20 +169,50 @@ class RetrievalMethod(pl.LightningModule):
             )
         return loss
 
+    # --- stage artefacts ----------------------------------------------------------------------------------------
+    def record_stage_input(self, name: str, path: str | Path) -> None:
+        """Remember which file an argument loaded (path, run directory, sha256) for results.json; the record
+        travels in this method's checkpoints, so it survives the file being deleted later."""
+        path = Path(path)
+        run = next((p for p in path.resolve().parents if (p / "config.yaml").is_file()), None)
+        self.stage_inputs[name] = {"path": str(path), "run": str(run) if run else None, "sha256": sha256(path)}
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["stage_inputs"] = self.stage_inputs
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self.stage_inputs = dict(checkpoint.get("stage_inputs") or self.stage_inputs)
+
+    # --- optimisation -------------------------------------------------------------------------------------------
+    def default_lr_groups(self) -> dict[str, float]:
+        """Per-prefix learning rates of this method (``optim.lr_groups`` overrides them)."""
+        return {}
+
     def trainable_parameters(self) -> list[tuple[str, torch.nn.Parameter]]:
         return [(n, p) for n, p in self.named_parameters() if p.requires_grad]
 
-    def configure_optimizers(self):
+    def param_groups(self) -> list[dict[str, Any]]:
+        """AdamW groups: per learning rate (longest matching ``lr_groups`` prefix, else ``optim.lr``), decay and
+        no-decay parameters apart."""
         params = self.trainable_parameters()
         if not params:
             raise ValueError(f"{type(self).__name__} has no trainable parameters (everything is frozen)")
-        no_decay = [p for n, p in params if p.ndim < 2 or "logit_scale" in n or "bias" in n or "embedding" in n or "token" in n]
-        ids = {id(p) for p in no_decay}
-        decay = [p for _, p in params if id(p) not in ids]
-        optimizer = torch.optim.AdamW(
-            [{"params": decay, "weight_decay": self.optim.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-            lr=self.optim.lr, betas=self.optim.betas, eps=self.optim.eps,
-        )
+        rates = {**self.default_lr_groups(), **self.optim.lr_groups}
+        prefixes = sorted(rates, key=len, reverse=True)
+        unused = [p for p in prefixes if not any(n.startswith(p) for n, _ in params)]
+        if unused:
+            raise ValueError(f"optim.lr_groups prefixes {unused} match no trainable parameter of {type(self).__name__}")
+        groups: dict[tuple[float, bool], list[torch.nn.Parameter]] = {}
+        for name, param in params:
+            lr = next((rates[p] for p in prefixes if name.startswith(p)), self.optim.lr)
+            groups.setdefault((lr, _no_decay(name, param)), []).append(param)
+        return [
+            {"params": ps, "lr": lr, "weight_decay": 0.0 if no_decay else self.optim.weight_decay}
+            for (lr, no_decay), ps in groups.items()
+        ]
+
+    def configure_optimizers(self):
+        optimizer = torch.optim.AdamW(self.param_groups(), lr=self.optim.lr, betas=self.optim.betas, eps=self.optim.eps)
         total = max(1, int(self.trainer.estimated_stepping_batches)) if self._trainer is not None else 1
         warmup, cosine = self.optim.warmup_steps, self.optim.schedule == "cosine"
 
@@ -137,5 +228,39 @@ class RetrievalMethod(pl.LightningModule):
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     # --- export -------------------------------------------------------------------------------------------------
+    def published_files(self, directory: Path) -> dict[str, Path]:
+        """Extra files a finished stage publishes beside its selected checkpoint (e.g. an open_clip export)."""
+        return {}
+
+    def describe_encoder(self) -> dict[str, Any]:
+        """The ``encoder`` entry of results.json."""
+        return {"name": None, "pretrained": None}
+
+
+class ClipRetrievalMethod(RetrievalMethod):
+    """A method built on one open_clip CLIP (``self.encoder``): its preprocessing and image features."""
+
+    def __init__(self, encoder: EncoderConfig | None = None, optim: OptimConfig | None = None) -> None:
+        super().__init__(optim)
+        self.encoder_config = encoder or EncoderConfig()
+        self.encoder = self.encoder_config.build()
+        pretrained = self.encoder_config.pretrained
+        if pretrained and Path(pretrained).is_file():
+            self.record_stage_input("encoder.pretrained", pretrained)
+
+    def preprocessing(self) -> Preprocessing:
+        return Preprocessing(image_spec=self.encoder.image_spec, tokenize=self.encoder.tokenize)
+
+    def encode_images(self, images: torch.Tensor) -> torch.Tensor:
+        return self.encoder.encode_image(images, normalize=False)
+
     def export_encoder(self, path: str | Path) -> Path:
         return export_open_clip_checkpoint(self.encoder, path)
+
+    def published_files(self, directory: Path) -> dict[str, Path]:
+        """A CLIP stage also publishes its encoder as an open_clip checkpoint (``encoder.pretrained`` of the
+        next stage)."""
+        return {"encoder": self.export_encoder(directory / "encoder.pt")}
+
+    def describe_encoder(self) -> dict[str, Any]:
+        return {"name": self.encoder_config.model, "pretrained": self.encoder_config.pretrained}

@@ -8,44 +8,41 @@
 
 from __future__ import annotations
 
-import shutil
-from pathlib import Path
-
 import torch
 import torch.nn.functional as F
 
 from fashion_bench.losses import contrastive_loss
-from fashion_bench.methods.base import EncoderConfig, OptimConfig, RetrievalMethod
+from fashion_bench.methods.base import ClipRetrievalMethod, EncoderConfig, OptimConfig
 
 
-class ClipMethod(RetrievalMethod):
+class ClipMethod(ClipRetrievalMethod):
     method_name = "clip"
+    supports = {"t2i": ("text", "image"), "id": ("image", "text"), "cir": ("image+text", "text", "image")}
 
     def __init__(
         self,
         encoder: EncoderConfig | None = None,
         optim: OptimConfig | None = None,
         learn_temperature: bool = True,
-        export_path: str | None = "export/encoder.pt",
         publish_to: str | None = None,
     ) -> None:
         """
         Args:
             learn_temperature: train CLIP's logit scale (else keep the pretrained / initial one fixed).
-            export_path: where ``fit`` writes an open_clip-loadable checkpoint of the trained encoder, relative to
-                the run directory (``null`` to skip). Later methods load it through ``encoder.pretrained``.
-            publish_to: also copy that checkpoint to this stable path (relative to the working directory), e.g.
-                ``weights/synth-clip-tiny.pt`` for the synthetic pretraining that stands in for real weights.
+            publish_to: ``fit`` publishes the selected encoder in its run directory (``published/encoder.pt``, an
+                open_clip checkpoint that a later stage names as ``run:<experiment>/encoder.pt``); this also copies
+                it to a stable path (relative to the working directory), e.g. ``weights/synth-clip-tiny.pt`` for the
+                synthetic pretraining that stands in for downloaded weights.
         """
         super().__init__(encoder, optim)
         self.encoder.logit_scale.requires_grad_(learn_temperature)
-        self.export_path, self.publish_to = export_path, publish_to
-        self.save_config(learn_temperature=learn_temperature, export_path=export_path, publish_to=publish_to)
+        self.publish_to = publish_to
+        self.save_config(encoder=self.encoder_config, optim=self.optim, learn_temperature=learn_temperature, publish_to=publish_to)
 
     def compose(self, image_features: torch.Tensor, text_features: torch.Tensor) -> torch.Tensor:
         return F.normalize(F.normalize(image_features, dim=-1) + F.normalize(text_features, dim=-1), dim=-1)
 
-    def encode_query(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    def encode_query(self, batch: dict[str, object]) -> torch.Tensor:
         text = batch.get("text")
         image = batch.get("image_features")
         if text is not None and image is not None:
@@ -71,14 +68,3 @@ class ClipMethod(RetrievalMethod):
         self.log("train/loss", loss, prog_bar=True, batch_size=batch["text"].shape[0])
         self.log("train/logit_scale", scale, batch_size=batch["text"].shape[0])
         return self.check_finite(loss)
-
-    def on_fit_end(self) -> None:
-        if self.export_path is None or self.trainer.global_rank != 0:
-            return
-        exported = self.export_encoder(Path(self.trainer.default_root_dir) / self.export_path)
-        if self.publish_to:
-            target = Path(self.publish_to)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            tmp = target.with_suffix(target.suffix + ".tmp")
-            shutil.copyfile(exported, tmp)
-            tmp.replace(target)

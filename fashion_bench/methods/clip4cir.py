@@ -22,16 +22,17 @@ import torch.nn.functional as F
 from torch import nn
 
 from fashion_bench.losses import contrastive_loss
-from fashion_bench.methods.base import EncoderConfig, OptimConfig, RetrievalMethod
+from fashion_bench.methods.base import ClipRetrievalMethod, EncoderConfig, OptimConfig
 from fashion_bench.methods.clip import ClipMethod
 
 LOGIT_SCALE = 100.0  # the paper's fixed scale (what OpenAI / LAION CLIPs have learnt: their scale saturates at 100)
 
 
-class Clip4CirMethod(RetrievalMethod):
+class Clip4CirMethod(ClipRetrievalMethod):
     """What both stages share: triplet batches in, the fixed-scale query -> target cross-entropy out."""
 
     method_name = "clip4cir"
+    supports = {"cir": ("image+text",)}
     logit_scale: float | None = LOGIT_SCALE
 
     def loss_scale(self) -> torch.Tensor | float:
@@ -72,7 +73,6 @@ class Clip4CirFinetune(Clip4CirMethod, ClipMethod):
         self,
         encoder: EncoderConfig | None = None,
         optim: OptimConfig | None = None,
-        export_path: str | None = "export/encoder.pt",
         publish_to: str | None = None,
         logit_scale: float | None = LOGIT_SCALE,
     ) -> None:
@@ -83,13 +83,12 @@ class Clip4CirFinetune(Clip4CirMethod, ClipMethod):
             logit_scale: the paper's fixed 100, or ``null`` for the CLIP's own temperature, trained from its
                 pretrained value (a CLIP that learnt a much smaller scale than 100, like the synthetic one, then
                 keeps it instead of being forced to 100).
-            export_path: open_clip checkpoint written at the end of ``fit``, relative to the run directory.
-            publish_to: also copy it to this stable path, for stage 2's ``encoder.pretrained``.
+            publish_to: also copy the published encoder (``published/encoder.pt`` in the run directory, which
+                stage 2 names as ``run:clip4cir-stage1__<dataset>/encoder.pt``) to this stable path.
         """
-        super().__init__(encoder, optim, learn_temperature=logit_scale is None, export_path=export_path, publish_to=publish_to)
-        self.hparams.pop("learn_temperature")  # follows from logit_scale, not an argument of this class
+        super().__init__(encoder, optim, learn_temperature=logit_scale is None, publish_to=publish_to)
         self.logit_scale = logit_scale
-        self.hparams["logit_scale"] = logit_scale
+        self.save_config(encoder=self.encoder_config, optim=self.optim, publish_to=publish_to, logit_scale=logit_scale)
 
     def compose(self, image_features: torch.Tensor, text_features: torch.Tensor) -> torch.Tensor:
         return F.normalize(image_features + text_features, dim=-1)
@@ -189,7 +188,7 @@ class Clip4CirCombiner(Clip4CirMethod):
         self.logit_scale = logit_scale
         self.image_cache, self.text_cache = FeatureCache(), FeatureCache()
         self.save_config(
-            projection_dim=projection_dim, hidden_dim=hidden_dim, dropout=dropout, cache_features=cache_features,
+            encoder=encoder, optim=self.optim, projection_dim=projection_dim, hidden_dim=hidden_dim, dropout=dropout, cache_features=cache_features,
             logit_scale=logit_scale,
         )
 

@@ -4,7 +4,8 @@
   learnable text prompts per identity (:class:`~fashion_bench.encoders.prompts.TextPrompts`) are optimised with
   supervised contrastive losses image -> text and text -> image (same identity = positive). The image features of
   the training split are extracted once, with the evaluation transforms, at the start of ``fit`` and looked up
-  by dataset index. Its ``fit`` publishes a weights-only Lightning checkpoint (``publish_to``).
+  by dataset index. Its ``fit`` publishes the selected weights-only checkpoint in its run directory
+  (``published/model.ckpt``, named by stage 2 as ``run:multiprompt-stage1__<dataset>/model.ckpt``).
 * Stage 2, :class:`MultiPrompt` (experiment ``multiprompt__<dataset>``): loads stage 1's checkpoint
   (``stage1_ckpt``: the encoder, the prompts and their configuration); the text tower and the text prompts stay
   frozen and give one feature per identity, computed once at the start of ``fit``. Visual prompts
@@ -24,14 +25,14 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DataLoader
 
 from fashion_bench.contracts import Preprocessing
 from fashion_bench.encoders.prompts import TextPrompts, VisualPrompts
 from fashion_bench.losses import supcon_loss
-from fashion_bench.methods.base import EncoderConfig, OptimConfig, RetrievalMethod
+from fashion_bench.methods.base import ClipRetrievalMethod, EncoderConfig, OptimConfig
 from fashion_bench.methods.heads import ReIDHeadConfig, resolve_identities
 from fashion_bench.methods.reid_baseline import ReidBaseline
+from fashion_bench.stages import weights_will_be_restored
 
 MAX_LOGIT_SCALE = 100.0
 
@@ -55,14 +56,16 @@ class VisualPromptConfig:
     deep: bool = False
 
 
-def clip_logit_scale(method: RetrievalMethod) -> torch.Tensor:
+def clip_logit_scale(method: ClipRetrievalMethod) -> torch.Tensor:
     return method.encoder.logit_scale.exp().clamp(max=MAX_LOGIT_SCALE)
 
 
-class MultiPromptStage1(RetrievalMethod):
+class MultiPromptStage1(ClipRetrievalMethod):
     """Stage 1: text prompts learnt against the frozen image features; only the prompts train."""
 
     method_name = "multiprompt"
+    supports = {"id": ("image",)}
+    main_artefact = "model"
 
     def __init__(
         self,
@@ -80,10 +83,11 @@ class MultiPromptStage1(RetrievalMethod):
             num_identities: number of identity prompts; by default the datamodule's training identities.
             temperature: logits = (normalised image . normalised text) / temperature; ``null`` uses CLIP's learnt
                 logit scale (fixed).
-            publish_to: where ``fit`` also writes a weights-only Lightning checkpoint of the final prompts and
-                encoder, for stage 2's ``stage1_ckpt`` (relative to the working directory).
+            publish_to: also copy the published checkpoint (``published/model.ckpt`` of the run: the selected
+                prompts and encoder) to this stable path (relative to the working directory).
         """
-        super().__init__(replace(encoder or EncoderConfig(), freeze_image=True, freeze_text=True), optim)
+        encoder = replace(encoder or EncoderConfig(), freeze_image=True, freeze_text=True)
+        super().__init__(encoder, optim)
         self.encoder.requires_grad_(False)
         self.encoder.eval()
         self.prompt_config = prompts or TextPromptConfig()
@@ -92,7 +96,10 @@ class MultiPromptStage1(RetrievalMethod):
         if num_identities is not None:
             self.text_prompts = self.build_prompts(num_identities)
         self.image_features: torch.Tensor | None = None  # [N_train, D], by training-dataset index, during fit
-        self.save_config(prompts=asdict(self.prompt_config), num_identities=num_identities, temperature=temperature, publish_to=publish_to)
+        self.save_config(
+            encoder=encoder, optim=self.optim, prompts=self.prompt_config, num_identities=num_identities,
+            temperature=temperature, publish_to=publish_to,
+        )
 
     def preprocessing(self) -> Preprocessing:
         """Training looks the image features up by index (extracted once in ``on_fit_start``): no pixels needed."""
@@ -125,30 +132,12 @@ class MultiPromptStage1(RetrievalMethod):
         return self.text_prompts(self.encoder.clip, unique)[inverse]
 
     # --- training -------------------------------------------------------------------------------------------
-    @torch.no_grad()
     def on_fit_start(self) -> None:
-        datamodule = getattr(self.trainer, "datamodule", None)
-        if datamodule is None or not hasattr(datamodule, "train_dataset"):
-            raise ValueError(f"{type(self).__name__} extracts the training images' features from a FashionDataModule; fit it with one")
-        dataset, _ = datamodule.train_dataset(train_transforms=False)
-        loader = DataLoader(dataset, batch_size=datamodule.eval_batch_size, num_workers=datamodule.num_workers)
-        features = torch.zeros(len(dataset), self.encoder.embed_dim, device=self.device)
-        with self.trainer.precision_plugin.forward_context():
-            for batch in loader:
-                features[batch["index"].to(self.device)] = self.encode_images(batch["image"].to(self.device)).float()
-        self.image_features = features
+        """The frozen image features of the training images, by training-dataset index (split order)."""
+        _, self.image_features = self.encode_split("train")
 
     def on_fit_end(self) -> None:
         self.image_features = None
-        if not self.publish_to:
-            return
-        target = Path(self.publish_to)
-        tmp = target.with_name(target.name + ".tmp")
-        if self.trainer.is_global_zero:
-            target.parent.mkdir(parents=True, exist_ok=True)
-        self.trainer.save_checkpoint(tmp, weights_only=True)
-        if self.trainer.is_global_zero:
-            tmp.replace(target)
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         labels = batch["label"]
@@ -169,8 +158,9 @@ class MultiPromptStage1(RetrievalMethod):
 def load_stage1_checkpoint(path: str | None) -> tuple[dict[str, Any], dict[str, torch.Tensor], dict[str, torch.Tensor]]:
     """(hyper-parameters, text-prompt tensors, encoder state) of a stage-1 Lightning checkpoint."""
     hint = (
-        "run stage 1 first (`fashion-bench fit --config configs/experiment/multiprompt-stage1__<dataset>.yaml` writes "
-        "its `publish_to` file), or point --model.init_args.stage1_ckpt at a stage-1 run's checkpoints/last.ckpt"
+        "run stage 1 first (`fashion-bench fit --config configs/experiment/multiprompt-stage1__<dataset>.yaml` "
+        "publishes <run>/published/model.ckpt, named as run:multiprompt-stage1__<dataset>/model.ckpt), or point "
+        "--model.init_args.stage1_ckpt at a stage-1 run directory or checkpoint file"
     )
     if not path:
         raise ValueError(f"multiprompt stage 2 needs stage1_ckpt: {hint}")
@@ -201,6 +191,8 @@ class MultiPrompt(ReidBaseline):
         visual_prompts: VisualPromptConfig | None = None,
         head: ReIDHeadConfig | None = None,
         i2t_weight: float = 1.0,
+        num_identities: int | None = None,
+        prompts: TextPromptConfig | None = None,
     ) -> None:
         """
         Args:
@@ -211,25 +203,33 @@ class MultiPrompt(ReidBaseline):
             visual_prompts: VPT token count and depth (``count: 0`` trains the image tower without prompts).
             head: ID / triplet weights, margin, label smoothing (also of the image -> text loss), embedding switch.
             i2t_weight: weight of the image -> text cross-entropy.
+            num_identities / prompts: the stage-1 prompt layout, read from ``stage1_ckpt`` and recorded here so
+                that this stage's own checkpoint rebuilds the method when the stage-1 file is gone.
         """
-        hparams, prompt_state, encoder_state = load_stage1_checkpoint(stage1_ckpt)
         encoder = replace(encoder or EncoderConfig(), pretrained=None)
-        if hparams["encoder"]["model"] != encoder.model:
-            raise ValueError(f"{stage1_ckpt} was trained with encoder '{hparams['encoder']['model']}', not '{encoder.model}'")
-        num_identities = int(prompt_state["context_tokens"].shape[0])
+        restoring = weights_will_be_restored() and not (stage1_ckpt and Path(stage1_ckpt).is_file())
+        if restoring and num_identities is not None and prompts is not None:
+            prompt_config, prompt_state, encoder_state = asdict(prompts), None, None
+        else:
+            hparams, prompt_state, encoder_state = load_stage1_checkpoint(stage1_ckpt)
+            if hparams["encoder"]["model"] != encoder.model:
+                raise ValueError(f"{stage1_ckpt} was trained with encoder '{hparams['encoder']['model']}', not '{encoder.model}'")
+            prompt_config, num_identities = hparams["prompts"], int(prompt_state["context_tokens"].shape[0])
         super().__init__(encoder, optim, head, num_identities)
         self.identity_source = f"stage-1 checkpoint {stage1_ckpt}"
-        self.encoder.load_state_dict(encoder_state)
-        self.text_prompts = TextPrompts(self.encoder.clip, self.encoder.tokenize, num_identities, **hparams["prompts"])
-        self.text_prompts.load_state_dict(prompt_state)
+        self.text_prompts = TextPrompts(self.encoder.clip, self.encoder.tokenize, num_identities, **prompt_config)
+        if encoder_state is not None:
+            self.encoder.load_state_dict(encoder_state)
+            self.text_prompts.load_state_dict(prompt_state)
+            self.record_stage_input("stage1_ckpt", stage1_ckpt)
         self.text_prompts.requires_grad_(False)
         self.visual_config = visual_prompts or VisualPromptConfig()
         self.visual_prompts = VisualPrompts(self.encoder.clip.visual, **asdict(self.visual_config))
         self.i2t_weight = i2t_weight
         self.identity_text: torch.Tensor | None = None  # [N, D] normalised, computed at the start of fit
         self.save_config(
-            stage1_ckpt=stage1_ckpt, visual_prompts=asdict(self.visual_config), head=asdict(self.head_config),
-            i2t_weight=i2t_weight, num_identities=num_identities, prompts=hparams["prompts"],
+            encoder=encoder, optim=self.optim, stage1_ckpt=stage1_ckpt, visual_prompts=self.visual_config,
+            head=self.head_config, i2t_weight=i2t_weight, num_identities=num_identities, prompts=prompt_config,
         )
 
     def encode_images(self, images: torch.Tensor) -> torch.Tensor:

@@ -9,16 +9,17 @@ the raw image features (see ``head.embedding``).
 
 from __future__ import annotations
 
-from dataclasses import asdict, replace
+from dataclasses import replace
 
 import torch
 
-from fashion_bench.methods.base import EncoderConfig, OptimConfig, RetrievalMethod
+from fashion_bench.methods.base import ClipRetrievalMethod, EncoderConfig, OptimConfig
 from fashion_bench.methods.heads import BNNeckHead, ReIDHeadConfig, resolve_identities
 
 
-class ReidBaseline(RetrievalMethod):
+class ReidBaseline(ClipRetrievalMethod):
     method_name = "reid-baseline"
+    supports = {"id": ("image",)}
 
     def __init__(
         self,
@@ -41,7 +42,7 @@ class ReidBaseline(RetrievalMethod):
         self.identity_source = "num_identities"
         if num_identities is not None:
             self.head = BNNeckHead(self.encoder.embed_dim, num_identities, self.head_config)
-        self.save_config(head=asdict(self.head_config), num_identities=num_identities)
+        self.save_config(encoder=self.encoder_config, optim=self.optim, head=self.head_config, num_identities=num_identities)
 
     def setup(self, stage: str) -> None:
         built = self.head.num_identities if self.head is not None else None

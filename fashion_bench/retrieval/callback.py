@@ -6,13 +6,16 @@ their indices (dropping the duplicates a ``DistributedSampler`` pads in), embeds
 method's ``encode_query`` (reference images are looked up among the gallery features, and only references
 outside the gallery are encoded, once each), runs the protocol, logs ``val/<metric>`` / ``test/<metric>`` with
 the same value on every rank (``val/primary`` is the protocol's primary metric, for checkpointing) and writes
-results.json. It never knows which method it evaluates: only the task decides what a query batch holds.
+results.json. It never knows which method it evaluates: each query batch holds what its queries have (``text``
+tokens, reference ``image_features``, both; and ``category``), queries of different kinds batched apart, and
+query encoding is sharded over DDP ranks.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 import time
 from pathlib import Path
 from typing import Any
@@ -21,8 +24,12 @@ import lightning.pytorch as pl
 import torch
 from tqdm.auto import tqdm
 
+from fashion_bench.contracts import PER_QUERY_NAME, query_kind
 from fashion_bench.data.datamodule import EvalSplit, FashionDataModule
+from fashion_bench.data.datasets import join_captions
 from fashion_bench.data.schema import DataError
+from fashion_bench.methods.encode import all_gather_rows, gather_objects, rank_share
+from fashion_bench.retrieval.per_query import write_per_query
 from fashion_bench.retrieval.protocols import EvalInputs, EvalResult, get_protocol, run_protocol
 from fashion_bench.atomic import atomic_open, write_json_atomic
 from fashion_bench.contracts import SCHEMA_VERSION
@@ -53,6 +60,7 @@ class RetrievalEvaluator(pl.Callback):
         self.run_info: dict[str, Any] = {}
         self.last_result: EvalResult | None = None
         self.last_payload: dict[str, Any] | None = None
+        self.last_evaluated_step: int | None = None  # on every rank (rank 0 alone writes the payload)
         self._buffers: list[dict[str, torch.Tensor]] = []
 
     # --- collection ---------------------------------------------------------------------------------------------
@@ -82,10 +90,8 @@ class RetrievalEvaluator(pl.Callback):
         index = torch.cat([b["index"] for b in self._buffers])
         image_ok = torch.cat([b["image_ok"] for b in self._buffers])
         if pl_module.trainer.world_size > 1:
-            device = pl_module.device
-            features = pl_module.all_gather(features.to(device)).flatten(0, 1).cpu()
-            index = pl_module.all_gather(index.to(device)).flatten(0, 1).cpu()
-            image_ok = pl_module.all_gather(image_ok.to(device)).flatten(0, 1).cpu()
+            index, packed = all_gather_rows(pl_module.trainer, index, torch.cat([features, image_ok.float()[:, None]], 1))
+            features, image_ok = packed[:, :-1], packed[:, -1].bool()
         order = torch.argsort(index, stable=True)
         index, features, image_ok = index[order], features[order], image_ok[order]
         keep = torch.ones_like(index, dtype=torch.bool)
@@ -99,37 +105,58 @@ class RetrievalEvaluator(pl.Callback):
         return features, int((~image_ok.bool()).sum())
 
     @torch.no_grad()
-    def _encode_references(self, trainer: pl.Trainer, pl_module, data: EvalSplit) -> torch.Tensor | None:
+    def _encode_references(self, trainer: pl.Trainer, pl_module, data: EvalSplit) -> tuple[torch.Tensor | None, int]:
+        """Features of query images outside the gallery (each once, sharded over ranks) and how many failed."""
         if data.reference_loader is None:
-            return None
-        chunks = []
+            return None, 0
+        index, chunks, failed = [], [], 0
+        dataset = data.reference_loader.dataset
+        positions = rank_share(len(dataset), trainer)
         with trainer.precision_plugin.forward_context():
-            for batch in data.reference_loader:
+            for start in range(0, len(positions), data.reference_loader.batch_size or 1):
+                batch = torch.utils.data.default_collate([dataset[i] for i in positions[start:start + (data.reference_loader.batch_size or 1)]])
                 chunks.append(pl_module.encode_images(batch["image"].to(pl_module.device)).float().cpu())
-        return torch.cat(chunks)
+                index.append(batch["index"])
+                failed += int((~batch["image_ok"].bool()).sum())
+        index_t = torch.cat(index) if index else torch.zeros(0, dtype=torch.long)
+        features = torch.cat(chunks) if chunks else torch.zeros(0, 1)
+        index_t, features = all_gather_rows(trainer, index_t, features)
+        out = torch.empty(len(dataset), features.shape[-1])
+        out[index_t] = features
+        return out, sum(gather_objects(trainer, failed))
 
     @torch.no_grad()
-    def _encode_queries(self, trainer, pl_module, data: EvalSplit, task: str, image_features: torch.Tensor, reference_features) -> torch.Tensor:
+    def _encode_queries(self, trainer, pl_module, data: EvalSplit, image_features: torch.Tensor, reference_features) -> torch.Tensor:
+        """Query embeddings in query order. Each batch holds queries of one kind; batches are shared over ranks."""
         gallery_pos = {item_id: i for i, item_id in enumerate(data.gallery_ids)}
         reference_pos = {item_id: i for i, item_id in enumerate(data.reference_ids)}
         queries = data.queries
-        out = []
-        bar = tqdm(data.query_loader, desc=f"encoding {len(queries)} queries", disable=not self.progress or trainer.global_rank != 0, leave=False)
+        texts = data.query_loader.dataset
+        size = data.query_loader.batch_size or 1
+        batches = [rows[i:i + size] for rows in _rows_by_kind(queries).values() for i in range(0, len(rows), size)]
+        mine = [batches[b] for b in rank_share(len(batches), trainer)]
+        index, out = [], []
+        bar = tqdm(mine, desc=f"encoding {len(queries)} queries", disable=not self.progress or trainer.global_rank != 0, leave=False)
         with trainer.precision_plugin.forward_context():
-            for batch in bar:
-                qbatch: dict[str, torch.Tensor] = {}
-                if task in ("t2i", "cir"):
-                    qbatch["text"] = batch["text"].to(pl_module.device)
-                if task in ("id", "cir"):
-                    rows = []
-                    for i in batch["index"].tolist():
-                        ref = queries[i].image
-                        if ref is None:
-                            raise ValueError(f"query '{queries[i].query_id}' has no reference image, which task '{task}' needs")
-                        rows.append(image_features[gallery_pos[ref]] if ref in gallery_pos else reference_features[reference_pos[ref]])
-                    qbatch["image_features"] = torch.stack(rows).to(pl_module.device)
+            for rows in bar:
+                first = queries[rows[0]]
+                qbatch: dict[str, Any] = {"category": [queries[i].category for i in rows]}
+                if join_captions(first.text):
+                    qbatch["text"] = torch.stack([texts[i]["text"] for i in rows]).to(pl_module.device)
+                if first.image is not None:
+                    qbatch["image_features"] = torch.stack([
+                        image_features[gallery_pos[queries[i].image]] if queries[i].image in gallery_pos
+                        else reference_features[reference_pos[queries[i].image]]
+                        for i in rows
+                    ]).to(pl_module.device)
                 out.append(pl_module.encode_query(qbatch).float().cpu())
-        return torch.cat(out)
+                index.append(torch.tensor(rows))
+        index_t = torch.cat(index) if index else torch.zeros(0, dtype=torch.long)
+        embeddings = torch.cat(out) if out else torch.zeros(0, 1)
+        index_t, embeddings = all_gather_rows(trainer, index_t, embeddings)
+        result = torch.empty(len(queries), embeddings.shape[-1])
+        result[index_t] = embeddings
+        return result
 
     def _evaluate(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *, stage: str, role: str) -> None:
         started = time.perf_counter()
@@ -147,8 +174,11 @@ class RetrievalEvaluator(pl.Callback):
                 "--evaluator.cirr_export true for CIRR) to export its rankings instead"
             )
         image_features, skipped = self._gallery_features(pl_module, len(data.gallery_ids))
-        reference_features = self._encode_references(trainer, pl_module, data)
-        query_emb = self._encode_queries(trainer, pl_module, data, dm.task, image_features, reference_features)
+        reference_features, skipped_references = self._encode_references(trainer, pl_module, data)
+        query_emb = self._encode_queries(trainer, pl_module, data, image_features, reference_features)
+        failed = {**dm.failed_images, "gallery": skipped, "query_references": skipped_references}
+        if any(failed.values()):
+            log.warning("images that failed to load and were replaced by blank images: %s", failed)
         with torch.no_grad():
             gallery_emb = torch.cat([
                 pl_module.encode_gallery({"image_features": chunk.to(pl_module.device)}).float().cpu()
@@ -167,14 +197,14 @@ class RetrievalEvaluator(pl.Callback):
             pl_module.log(f"{stage}/primary", float(result.metrics[protocol.primary_metric]), sync_dist=False, prog_bar=True)
         else:
             log.warning("split '%s' has no targets: its rankings are exported, no metrics and no %s are written", data.name, self.results_file)
+        self.last_evaluated_step = trainer.global_step
         if trainer.global_rank == 0:
-            self._write_outputs(trainer, pl_module, dm, data, protocol, result, skipped, stage, time.perf_counter() - started, scored)
+            self._write_outputs(trainer, pl_module, dm, data, protocol, result, failed, stage, time.perf_counter() - started, scored)
 
     # --- outputs ------------------------------------------------------------------------------------------------
-    def _write_outputs(self, trainer, pl_module, dm, data: EvalSplit, protocol, result: EvalResult, skipped: int, stage: str, eval_s: float, scored: bool = True) -> None:
+    def _write_outputs(self, trainer, pl_module, dm, data: EvalSplit, protocol, result: EvalResult, failed: dict[str, int], stage: str, eval_s: float, scored: bool = True) -> None:
         run_dir = Path(trainer.default_root_dir)
         info = self.run_info
-        encoder = getattr(pl_module, "encoder_config", None)
         payload = {
             "schema_version": SCHEMA_VERSION,
             "experiment": info.get("experiment", type(pl_module).__name__),
@@ -183,14 +213,17 @@ class RetrievalEvaluator(pl.Callback):
             "task": dm.task,
             "split": data.name,
             "protocol": protocol.to_dict(),
-            "encoder": {"name": getattr(encoder, "model", None), "pretrained": getattr(encoder, "pretrained", None)},
+            "encoder": pl_module.describe_encoder() if hasattr(pl_module, "describe_encoder") else {"name": None, "pretrained": None},
+            "stage_inputs": getattr(pl_module, "stage_inputs", {}),
+            "config_hash": info.get("config_hash"),
             "seed": info.get("seed"),
-            "metrics": {k: float(v) for k, v in result.metrics.items()},
-            "per_subset": {s: {k: float(v) for k, v in m.items() if not k.startswith("num_")} for s, m in result.per_subset.items()},
+            "metrics": finite_metrics(result.metrics),
+            "per_subset": {s: finite_metrics(m) for s, m in result.per_subset.items()},
             "num_queries": int(result.num_queries),
             "num_valid_queries": int(result.num_valid_queries),
             "gallery_size": int(result.gallery_size),
-            "skipped_images": skipped,
+            "skipped_images": sum(failed.values()),
+            "failed_images": failed,
             "ckpt_path": str(trainer.ckpt_path) if trainer.ckpt_path else info.get("ckpt_path"),
             "git_sha": git_sha(),
             "versions": versions(),
@@ -205,6 +238,8 @@ class RetrievalEvaluator(pl.Callback):
         if scored:
             self.last_payload = payload
             write_json_atomic(run_dir / self.results_file, payload)
+            if result.per_query is not None:
+                write_per_query(run_dir / PER_QUERY_NAME, result.per_query)
         if stage == "test" and self.save_rankings:
             write_rankings(run_dir / "rankings.jsonl", data, result, dm.resolved_root_for_images, self.save_rankings)
         if stage == "test" and self.cirr_export:
@@ -217,6 +252,29 @@ class RetrievalEvaluator(pl.Callback):
                 [[names[i] for i in row if i >= 0][:50] for row in result.topk.tolist()],
                 [[names[i] for i in row if i >= 0][:3] for row in (result.subset_topk.tolist() if result.subset_topk is not None else [])],
             )
+
+
+def finite_metrics(metrics: dict[str, float]) -> dict[str, float | int | None]:
+    """Metrics as JSON-safe numbers: counts stay ints, a metric with no valid query is null, never NaN."""
+    out: dict[str, float | int | None] = {}
+    for name, value in metrics.items():
+        if name.startswith("num_"):
+            out[name] = int(value)
+        else:
+            out[name] = float(value) if math.isfinite(float(value)) else None
+    return out
+
+
+def _rows_by_kind(queries) -> dict[str, list[int]]:
+    """Query positions grouped by kind (text / image / image+text), in query order within a kind."""
+    groups: dict[str, list[int]] = {}
+    for i, q in enumerate(queries):
+        try:
+            kind = query_kind(bool(join_captions(q.text)), q.image is not None)
+        except ValueError:
+            raise DataError(f"query '{q.query_id}' has neither a text nor a reference image") from None
+        groups.setdefault(kind, []).append(i)
+    return groups
 
 
 def build_eval_inputs(data: EvalSplit, query_emb: torch.Tensor, gallery_emb: torch.Tensor) -> EvalInputs:

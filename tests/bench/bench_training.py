@@ -72,7 +72,7 @@ class StepTimer(pl.Callback):
 def lightning_step_times(batch: dict[str, torch.Tensor], steps: int) -> list[float]:
     """The `clip` method's training step driven by a Lightning Trainer (optimizer step and hooks included)."""
     torch.manual_seed(0)
-    method = ClipMethod(EncoderConfig(), OptimConfig(lr=1e-4), export_path=None)
+    method = ClipMethod(EncoderConfig(), OptimConfig(lr=1e-4))
     timer = StepTimer()
     trainer = pl.Trainer(
         max_steps=steps, accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,

@@ -66,14 +66,25 @@ def earlier_stage(config: Path) -> Path | None:
 
 @pytest.mark.parametrize("config", SYNTHETIC_CONFIGS, ids=lambda p: p.stem)
 def test_every_synthetic_config_fits_and_tests(config, tiny_world, tiny_weights, tmp_path):
+    """Fit, then test with ``--ckpt_path last`` and with an explicit checkpoint file after the earlier stage's run
+    (whose published artefact this stage loaded) is deleted: a stage's own checkpoint suffices."""
+    import shutil
+
     runs = tmp_path / "runs"
     steps = ["--trainer.max_steps", "2", "--trainer.max_epochs", "1"]
     stage1 = earlier_stage(config)
-    if stage1 is not None:  # publishes into this test's folder (the working directory), where the config looks
-        run_cli(["fit", "--config", str(stage1), *tiny_args(tiny_world, tmp_path / "stage1-runs", tiny_weights), *steps])
+    if stage1 is not None:  # publishes into the same runs root, where the config's run: reference looks
+        run_cli(["fit", "--config", str(stage1), *tiny_args(tiny_world, runs, tiny_weights), *steps])
     args = ["--config", str(config), *tiny_args(tiny_world, runs, tiny_weights), *steps]
     run_cli(["fit", *args])
     run_cli(["test", *args, "--ckpt_path", "last"])
+    (last,) = (runs / config.stem).glob("*/checkpoints/last.ckpt")
+    if stage1 is not None:
+        shutil.rmtree(runs / stage1.stem)
+    run_cli(["test", "--config", str(config), *tiny_args(tiny_world, tmp_path / "by-file"), "--ckpt_path", str(last)])
+    (by_file,) = results_of(tmp_path / "by-file", config.stem)
+    (tested,) = [p for p in results_of(runs, config.stem) if p["split"] == "test"]
+    assert by_file["metrics"] == pytest.approx(tested["metrics"], abs=1e-6)
     payloads = results_of(runs, config.stem)
     assert {p["split"] for p in payloads} == {"val", "test"}
     for payload in payloads:

@@ -113,14 +113,14 @@ def test_feature_cache_encodes_each_distinct_row_once():
 
 def test_stage1_loss_decreases_on_one_batch(tiny_encoder):
     torch.manual_seed(0)
-    method = Clip4CirFinetune(EncoderConfig(), OptimConfig(lr=1e-4, schedule="constant"), export_path=None)
+    method = Clip4CirFinetune(EncoderConfig(), OptimConfig(lr=1e-4, schedule="constant"))
     record = fit_on(method, triplet_batch(tiny_encoder), steps=5)
     assert record.losses[-1] < 0.5 * record.losses[0], record.losses
     assert not method.encoder.logit_scale.requires_grad
 
 
 def test_stage1_query_is_normalised_sum_of_raw_features(tiny_encoder):
-    method = Clip4CirFinetune(export_path=None).eval()
+    method = Clip4CirFinetune().eval()
     batch = triplet_batch(tiny_encoder, size=3)
     image = method.encode_images(batch["reference"])
     text = method.encoder.encode_text(batch["text"], normalize=False)
@@ -133,7 +133,7 @@ def test_grad_checkpointing_gives_the_same_gradients(tiny_encoder):
     grads = []
     for checkpointing in (False, True):
         torch.manual_seed(0)
-        method = attached(Clip4CirFinetune(EncoderConfig(grad_checkpointing=checkpointing), export_path=None))
+        method = attached(Clip4CirFinetune(EncoderConfig(grad_checkpointing=checkpointing)))
         assert method.encoder.clip.visual.transformer.grad_checkpointing is checkpointing
         assert method.encoder.clip.transformer.grad_checkpointing is checkpointing
         method.composed_loss(batch).backward()
@@ -143,7 +143,7 @@ def test_grad_checkpointing_gives_the_same_gradients(tiny_encoder):
 
 def test_stage1_trains_only_the_unfrozen_encoder(tiny_encoder):
     torch.manual_seed(0)
-    method = Clip4CirFinetune(EncoderConfig(freeze_image=True), OptimConfig(lr=1e-3), export_path=None)
+    method = Clip4CirFinetune(EncoderConfig(freeze_image=True), OptimConfig(lr=1e-3))
     image_before = [p.detach().clone() for p in method.encoder.image_parameters()]
     text_before = [p.detach().clone() for p in method.encoder.text_parameters()]
     fit_on(method, triplet_batch(tiny_encoder), steps=2)
@@ -156,8 +156,8 @@ def test_logit_scale_switch_fixed_100_or_the_clips_own(tiny_encoder):
     from fashion_bench.losses import contrastive_loss
 
     batch = triplet_batch(tiny_encoder)
-    fixed = Clip4CirFinetune(EncoderConfig(), OptimConfig(), export_path=None)
-    own = Clip4CirFinetune(EncoderConfig(), OptimConfig(), export_path=None, logit_scale=None)
+    fixed = Clip4CirFinetune(EncoderConfig(), OptimConfig())
+    own = Clip4CirFinetune(EncoderConfig(), OptimConfig(), logit_scale=None)
     own.encoder.load_state_dict(fixed.encoder.state_dict())
     assert fixed.loss_scale() == 100.0 and not fixed.encoder.logit_scale.requires_grad
     assert own.encoder.logit_scale.requires_grad and own.hparams["logit_scale"] is None

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from pathlib import Path
 
 import lightning.pytorch as pl
@@ -340,7 +342,7 @@ def test_stage1_text_prompt_config_travels_in_hparams(pretrained, tmp_path):
 @pytest.mark.parametrize("dataset", ["wab", "inshop"])
 def test_real_dataset_configs_fit_on_the_tiny_world(dataset, tiny_world, pretrained, tmp_path, monkeypatch):
     """The wab / inshop experiment configs parse and fit 2 steps with their data and encoder swapped for the tiny
-    synthetic world and CLIP; stage 2 finds the file stage 1 published (relative to the working directory)."""
+    synthetic world and CLIP; stage 2 finds the checkpoint stage 1 published in its run (``run:`` reference)."""
     from fashion_bench.lightning_cli import run
 
     needed = [REPO / f"configs/data/{dataset}.yaml", REPO / "configs/encoder/vit-b-32-laion.yaml"]
@@ -358,4 +360,6 @@ def test_real_dataset_configs_fit_on_the_tiny_world(dataset, tiny_world, pretrai
         weights = [] if method == "multiprompt" else ["--model.init_args.encoder.pretrained", pretrained]
         assert run(["fit", "--config", str(REPO / f"configs/experiment/{method}__{dataset}.yaml"), *swap, *weights]) == 0
         assert list((tmp_path / "runs" / f"{method}__{dataset}").glob("*/results.json"))
-    assert (tmp_path / "weights" / f"multiprompt-stage1-{dataset}.ckpt").is_file()
+    (published,) = (tmp_path / "runs" / f"multiprompt-stage1__{dataset}").glob("*_seed0/published/model.ckpt")
+    (stage2,) = (tmp_path / "runs" / f"multiprompt__{dataset}").glob("*/results.json")
+    assert json.loads(stage2.read_text())["stage_inputs"]["stage1_ckpt"]["path"] == str(published)
