@@ -2,9 +2,12 @@
 
 The definition every result follows: a query ranks the gallery by descending inner product, computed in
 float64 from the values as given, ties going to the lower gallery index. Fast paths compute float32 scores
-(torch GEMMs, faiss) and bound their error (:func:`error_band`); whatever lies within that band of a
-decision is rescored in float64 (:func:`pair_scores`), so fast and exact paths agree up to float64 rounding
-(exactly, for inputs whose dot products are exactly representable, e.g. quantised embeddings).
+(torch GEMMs) and bound their error (:func:`error_band`); whatever lies within that band of a decision is
+rescored in float64 (:func:`pair_scores`), so fast and exact paths agree up to float64 rounding (exactly,
+for inputs whose dot products are exactly representable, e.g. quantised embeddings).
+
+Scores are computed where the embeddings are (a CUDA device or the CPU); index lists (:class:`Csr`) and
+results live on the CPU.
 """
 
 from __future__ import annotations
@@ -22,27 +25,31 @@ from torch import Tensor
 Backend = Literal["fast", "exact"]
 BACKENDS = ("fast", "exact")
 
-SCORE_BLOCK = 1 << 23  # float32 scores per GEMM block (32 MB)
+SCORE_BLOCK = 1 << 20  # float32 scores per GEMM block (4 MB)
+CHUNK_BLOCK = 1 << 18  # float32 scores per row chunk of a GEMM block that consumers visit (1 MB: in cache)
 EXACT_BLOCK = 1 << 21  # float64 scores per block in the exact reference path
 PAIR_BLOCK = 1024  # (query, item) pairs rescored at once (larger blocks fall out of cache)
 QUERY_BLOCK = 2048  # queries per block of the fast paths
 GALLERY_ALIGN = 1024  # gallery block widths are multiples of this (odd widths slow MKL's sgemm down)
-TOPK_MARGIN = 16  # extra faiss candidates beyond k and the query's exclusions
+TOPK_MARGIN = 16  # float32 candidates kept beyond k, so that the exact top k is certified from them
+SEGMENT = 16  # top-k: columns per segment whose max decides whether the segment is merged
 MAX_NORM = 1e18  # larger rows would overflow float32 scores
+
+Consumer = Callable[[Tensor, int, int], None]  # (chunk of scores, first local row, first gallery item)
 
 
 @dataclass(frozen=True)
 class Embeddings:
-    """A validated [N, D] embedding matrix on the CPU."""
+    """A validated [N, D] embedding matrix, on the device it came on (arrays: the CPU)."""
 
-    f32: Tensor  # contiguous float32, for GEMMs and faiss
+    f32: Tensor  # contiguous float32, for GEMMs
     exact: Tensor  # the values as given (float32 or float64), for float64 rescoring
     norms: Tensor  # float64 row L2 norms, for the float32 error band
 
     @classmethod
     def prepare(cls, x: Any, name: str) -> Embeddings:
-        """Convert a tensor or array (any device, any float dtype) without copying float32 CPU input."""
-        t = x.detach().cpu() if isinstance(x, Tensor) else torch.from_numpy(np.ascontiguousarray(x))
+        """Convert a tensor or array (any float dtype) without copying float32 input."""
+        t = x.detach() if isinstance(x, Tensor) else torch.from_numpy(np.ascontiguousarray(x))
         if t.ndim != 2:
             raise ValueError(f"{name} must be 2-D [N, D], got shape {tuple(t.shape)}")
         if not t.is_floating_point():
@@ -67,6 +74,10 @@ class Embeddings:
     def dim(self) -> int:
         return self.f32.shape[1]
 
+    @property
+    def device(self) -> torch.device:
+        return self.f32.device
+
 
 def _row_chunks(x: Tensor) -> Sequence[Tensor]:
     return x.split(max(1, SCORE_BLOCK // max(1, x.shape[1]))) if len(x) else [x]
@@ -78,6 +89,8 @@ def check_pair(query: Embeddings, gallery: Embeddings) -> None:
             f"query and gallery embedding dimensions differ: query_emb has shape {tuple(query.f32.shape)}, "
             f"gallery_emb has shape {tuple(gallery.f32.shape)}"
         )
+    if query.device != gallery.device:
+        raise ValueError(f"query_emb is on {query.device} but gallery_emb is on {gallery.device}")
     if len(gallery) == 0:
         raise ValueError("the gallery is empty: gallery_emb has 0 rows")
 
@@ -192,17 +205,23 @@ class Exclusions:
             hit |= ~self.allowed[self.group[rows], vals.clamp(min=0)]
         return hit
 
-    def masker(self, rows: Tensor) -> Callable[[Tensor, int], None]:
-        """A function setting the excluded entries of a score block [len(rows), gallery slice] to -inf."""
+    def masker(self, rows: Tensor, device: torch.device) -> Consumer:
+        """A consumer setting the excluded entries of a chunk of scores (local rows ``row0`` on of the query
+        rows ``rows``, gallery items ``g0`` on) to -inf: the listed items by index, a group's mask whole."""
         local, _, cols = self.lists.entries(rows)
-        groups = None if self.allowed is None else self.group[rows]
+        bounds = [0, *self.lists.counts()[rows].cumsum(0).tolist()]  # row r's entries: bounds[r]:bounds[r + 1]
+        local, cols = local.to(device), cols.to(device)
+        hidden = None if self.allowed is None else (~self.allowed).to(device)
+        groups = None if self.group is None else self.group[rows].to(device)
 
-        def apply(block: Tensor, g0: int) -> None:
-            g1 = g0 + block.shape[1]
-            sel = (cols >= g0) & (cols < g1)
-            block[local[sel], cols[sel] - g0] = -torch.inf
-            if groups is not None:
-                block.masked_fill_(~self.allowed[:, g0:g1][groups], -torch.inf)
+        def apply(chunk: Tensor, row0: int, g0: int) -> None:
+            e0, e1 = bounds[row0], bounds[row0 + len(chunk)]
+            if e1 > e0:
+                r, c = local[e0:e1] - row0, cols[e0:e1] - g0
+                inside = (c >= 0) & (c < chunk.shape[1])
+                chunk[r[inside], c[inside]] = -torch.inf
+            if hidden is not None:
+                chunk.masked_fill_(hidden[groups[row0 : row0 + len(chunk)], g0 : g0 + chunk.shape[1]], -torch.inf)
 
         return apply
 
@@ -211,7 +230,7 @@ class Exclusions:
 
 
 def error_band(query: Embeddings, gallery: Embeddings) -> Tensor:
-    """[Q] float64 bound on |float32 score - float64 score| for any summation order (faiss or BLAS).
+    """[Q] float64 bound on |float32 score - float64 score| for any summation order (any BLAS, with FMA).
 
     Rounding the inputs to float32 and a D-term dot product cost at most gamma_{D+2} * sum|x_k y_k|
     <= gamma_{D+2} * |x| |y| (Cauchy-Schwarz); a small absolute term covers underflow. Widened by 2%.
@@ -223,11 +242,20 @@ def error_band(query: Embeddings, gallery: Embeddings) -> Tensor:
     return 1.02 * (gamma * query.norms * g_norm + d * 2.0**-140 * (1 + query.norms + g_norm))
 
 
+def float32_bound(x: Tensor, up: bool) -> Tensor:
+    """The float32 nearest to float64 ``x`` that is at least (``up``) or at most x: a threshold that keeps
+    float32 comparisons on the safe side of x."""
+    y = x.float()
+    off = y.double() < x if up else y.double() > x
+    return torch.where(off, torch.nextafter(y, torch.full_like(y, torch.inf if up else -torch.inf)), y)
+
+
 def pair_scores(query: Embeddings, gallery: Embeddings, rows: Tensor, cols: Tensor) -> Tensor:
     """Exact float64 scores of (query row, gallery item) pairs, any shape; pairs with col < 0 get -inf."""
+    rows, cols = rows.to(query.device), cols.to(query.device)
     flat_rows, flat_cols = rows.expand_as(cols).reshape(-1), cols.reshape(-1)
     valid = flat_cols >= 0
-    out = torch.full(flat_cols.shape, -torch.inf, dtype=torch.float64)
+    out = torch.full(flat_cols.shape, -torch.inf, dtype=torch.float64, device=query.device)
     for part in valid.nonzero().flatten().split(PAIR_BLOCK):
         q = query.exact[flat_rows[part]].double()
         out[part] = (q * gallery.exact[flat_cols[part]].double()).sum(1)
@@ -243,16 +271,37 @@ def order_candidates(cand: Tensor, scores: Tensor) -> tuple[Tensor, Tensor]:
     return cand.masked_fill(scores == -torch.inf, -1), scores
 
 
-def score_blocks(query: Embeddings, gallery: Embeddings, rows: slice) -> Iterator[tuple[int, Tensor]]:
+def score_blocks(query: Embeddings, gallery: Embeddings, rows: Tensor) -> Iterator[tuple[int, Tensor]]:
     """(g0, float32 scores of the query rows against gallery[g0:g0+n]) per block; the buffer is reused."""
-    q = query.f32[rows]
+    q = query.f32[rows.to(query.device)]
     step = max(GALLERY_ALIGN, SCORE_BLOCK // max(1, len(q)) // GALLERY_ALIGN * GALLERY_ALIGN)
-    buffer = torch.empty(len(q), min(step, len(gallery)))
+    buffer = torch.empty(len(q), min(step, len(gallery)), device=query.device)
     for g0 in range(0, len(gallery), step):
         g = gallery.f32[g0 : g0 + step]
         block = buffer[:, : len(g)]
-        torch.mm(q, g.T, out=block)
+        _float32_mm(q, g.T, block)
         yield g0, block
+
+
+def _float32_mm(a: Tensor, b: Tensor, out: Tensor) -> None:
+    """A true float32 GEMM, whatever the process chose for speed (TF32 / bfloat16 would void the band)."""
+    precision = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision("highest")
+    try:
+        torch.mm(a, b, out=out)
+    finally:
+        torch.set_float32_matmul_precision(precision)
+
+
+def scan(query: Embeddings, gallery: Embeddings, rows: Tensor, consumers: Sequence[Consumer]) -> None:
+    """Show every consumer, in order, the float32 scores of the query ``rows`` against the whole gallery:
+    one GEMM per block, then row chunks small enough to stay in cache while the consumers read them."""
+    for g0, block in score_blocks(query, gallery, rows):
+        step = max(1, CHUNK_BLOCK // block.shape[1])
+        for row0 in range(0, len(block), step):
+            chunk = block[row0 : row0 + step]
+            for consume in consumers:
+                consume(chunk, row0, g0)
 
 
 def exact_orders(
@@ -264,10 +313,59 @@ def exact_orders(
     size = len(gallery)
     items = torch.arange(size)
     for chunk in rows.split(max(1, EXACT_BLOCK // size)):
-        scores = pair_scores(query, gallery, chunk[:, None], items.expand(len(chunk), size))
-        exclusions.masker(chunk)(scores, 0)
+        scores = pair_scores(query, gallery, chunk[:, None], items.expand(len(chunk), size)).cpu()
+        exclusions.masker(chunk, scores.device)(scores, 0, 0)
         order, sorted_scores = order_candidates(items.expand(len(chunk), size), scores)
         yield chunk, order, sorted_scores
+
+
+class TopK:
+    """A consumer keeping, per query row, the float32 top ``k + TOPK_MARGIN`` of the chunks it is shown
+    (excluded items already at -inf); :meth:`write` turns them into the exact top k.
+
+    A chunk's columns are dealt into SEGMENT strided segments; one max per segment (a reduction that costs
+    a fraction of the GEMM) tells which segments hold an item above the row's current last candidate, and
+    only those segments' items are merged. At the start (no candidates yet) every segment qualifies.
+    """
+
+    def __init__(self, n_rows: int, k: int, device: torch.device) -> None:
+        self.k, width = k, k + TOPK_MARGIN
+        self.idx = torch.full((n_rows, width), -1, dtype=torch.int64, device=device)
+        self.score = torch.full((n_rows, width), -torch.inf, device=device)
+
+    def __call__(self, chunk: Tensor, row0: int, g0: int) -> None:
+        rows = slice(row0, row0 + len(chunk))
+        stride = chunk.shape[1] // SEGMENT  # segment i holds the columns i, i + stride, ...
+        head = chunk[:, : stride * SEGMENT].unflatten(1, (SEGMENT, stride))
+        r, i = (head.amax(1) > self.score[rows, -1:]).nonzero(as_tuple=True)
+        hits = torch.bincount(r, minlength=len(chunk))
+        slot = torch.arange(len(r), device=chunk.device) - (hits.cumsum(0) - hits)[r]
+        cols = torch.full((len(chunk), int(hits.max()) if len(r) else 0, SEGMENT), -1, device=chunk.device,
+                          dtype=torch.int64)
+        cols[r, slot] = i[:, None] + stride * torch.arange(SEGMENT, device=chunk.device)
+        cols = torch.cat([cols.flatten(1), torch.arange(stride * SEGMENT, chunk.shape[1], device=chunk.device)
+                          .expand(len(chunk), -1)], 1)
+        if cols.shape[1]:
+            vals = chunk.gather(1, cols.clamp(min=0)).masked_fill_(cols < 0, -torch.inf)
+            best, pos = torch.cat([self.score[rows], vals], 1).topk(self.score.shape[1], dim=1)
+            self.idx[rows] = torch.cat([self.idx[rows], cols + g0], 1).gather(1, pos)
+            self.score[rows] = best
+
+    def write(self, query: Embeddings, gallery: Embeddings, rows: Tensor, idx: Tensor, scores: Tensor) -> Tensor:
+        """Fill ``idx``/``scores`` rows from the candidates rescored in float64; returns the rows not certified.
+
+        A row is certified when its k-th item (exact order) scores above its last float32 candidate plus the
+        error band, so no item outside the candidates can belong to the top k; or when that last candidate
+        is -inf (every non-excluded item is a candidate).
+        """
+        cand = self.idx.masked_fill(self.score == -torch.inf, -1)
+        order, sorted_scores = order_candidates(cand, pair_scores(query, gallery, rows[:, None], cand))
+        floor = self.score[:, -1].double()
+        band = error_band(query, gallery)[rows.to(query.device)]
+        sure = (floor == -torch.inf) | (sorted_scores[:, self.k - 1] > floor + band)
+        idx[rows] = order[:, : self.k].cpu()
+        scores[rows] = sorted_scores[:, : self.k].cpu()
+        return rows[~sure.cpu()]
 
 
 def topk(
@@ -275,46 +373,34 @@ def topk(
 ) -> tuple[Tensor, Tensor]:
     """Each query's top k gallery items after exclusions: (indices [Q, k] int64 padded with -1,
     float64 scores [Q, k] padded with -inf)."""
-    idx = torch.full((len(query), k), -1, dtype=torch.int64)
-    scores = torch.full((len(query), k), -torch.inf, dtype=torch.float64)
+    idx, scores = empty_topk(len(query), k)
     if k == 0 or len(query) == 0:
         return idx, scores
-    pending = torch.arange(len(query))
+    failed = torch.arange(len(query))
     if backend == "fast":
-        pending = _faiss_topk(query, gallery, k, exclusions, idx, scores)
-    width = min(k, len(gallery))
-    for rows, order, sorted_scores in exact_orders(query, gallery, exclusions, pending):
-        idx[rows, :width] = order[:, :width]
-        scores[rows, :width] = sorted_scores[:, :width]
+        failed = torch.cat([_block_topk(query, gallery, k, exclusions, rows, idx, scores)
+                            for rows in failed.split(QUERY_BLOCK)])
+    fill_exact_topk(query, gallery, exclusions, failed, idx, scores)
     return idx, scores
 
 
-def _faiss_topk(
-    query: Embeddings, gallery: Embeddings, k: int, exclusions: Exclusions, idx: Tensor, scores: Tensor
+def empty_topk(n_rows: int, k: int) -> tuple[Tensor, Tensor]:
+    return torch.full((n_rows, k), -1, dtype=torch.int64), torch.full((n_rows, k), -torch.inf, dtype=torch.float64)
+
+
+def _block_topk(
+    query: Embeddings, gallery: Embeddings, k: int, exclusions: Exclusions, rows: Tensor, idx: Tensor, scores: Tensor
 ) -> Tensor:
-    """Fill ``idx``/``scores`` from faiss candidates rescored in float64; returns the rows not certified.
+    tops = TopK(len(rows), k, query.device)
+    scan(query, gallery, rows, [exclusions.masker(rows, query.device), tops])
+    return tops.write(query, gallery, rows, idx, scores)
 
-    faiss returns the top kk by float32 score in an unspecified tie order. A row is certified when its k-th
-    item (after exclusions, exact order) scores above the kk-th float32 candidate plus the error band: then
-    no item outside the candidates can belong to the top k.
-    """
-    import faiss
 
-    size = len(gallery)
-    band = error_band(query, gallery)
-    excluded = exclusions.lists.counts()
-    failed = []
-    for rows in torch.arange(len(query)).split(QUERY_BLOCK):
-        kk = min(size, k + TOPK_MARGIN + int(excluded[rows].max()))
-        d32, cand = faiss.knn(query.f32[rows].numpy(), gallery.f32.numpy(), kk, metric=faiss.METRIC_INNER_PRODUCT)
-        cand = torch.from_numpy(cand)
-        exact = pair_scores(query, gallery, rows[:, None], cand)
-        exact.masked_fill_(exclusions.contains(rows[:, None], cand), -torch.inf)
-        order, sorted_scores = order_candidates(cand, exact)
-        width = min(k, kk)
-        idx[rows, :width] = order[:, :width]
-        scores[rows, :width] = sorted_scores[:, :width]
-        if kk < size:
-            sure = sorted_scores[:, k - 1] > torch.from_numpy(d32[:, -1]).double() + band[rows]
-            failed.append(rows[~sure])
-    return torch.cat(failed) if failed else torch.empty(0, dtype=torch.int64)
+def fill_exact_topk(
+    query: Embeddings, gallery: Embeddings, exclusions: Exclusions, rows: Tensor, idx: Tensor, scores: Tensor
+) -> None:
+    """The reference path for the given rows of ``idx``/``scores`` (the rows the fast path did not certify)."""
+    width = min(idx.shape[1], len(gallery))
+    for chunk, order, sorted_scores in exact_orders(query, gallery, exclusions, rows):
+        idx[chunk, :width] = order[:, :width]
+        scores[chunk, :width] = sorted_scores[:, :width]

@@ -22,18 +22,23 @@ from fashion_bench.retrieval.index import (
     Csr,
     Embeddings,
     Exclusions,
+    TopK,
     check_pair,
+    empty_topk,
     error_band,
     exact_orders,
+    fill_exact_topk,
+    float32_bound,
     order_candidates,
     pair_scores,
-    score_blocks,
+    scan,
+    topk,
 )
 from fashion_bench.retrieval.protocols import check_ks
 
 DEFAULT_KS = (1, 5, 10, 50)
 EPS64 = 2.0**-52
-DENSE_BREAK = 32  # count densely once more than 1/32 of a block per positive passes the prefilter
+DENSE_BREAK = 1000  # count densely once more than 1/1000 of a chunk per positive passes the prefilter
 
 
 def check_backend(backend: str) -> None:
@@ -94,16 +99,46 @@ def rank_positives(
     query: Embeddings, gallery: Embeddings, positives: Csr, exclusions: Exclusions, backend: Backend
 ) -> Csr:
     """Per query, the sorted ranks of its non-excluded positives in its ranking after exclusions."""
+    return rank_with_topk(query, gallery, positives, exclusions, 0, backend)[0]
+
+
+def rank_with_topk(
+    query: Embeddings, gallery: Embeddings, positives: Csr, exclusions: Exclusions, k: int, backend: Backend
+) -> tuple[Csr, Tensor, Tensor]:
+    """:func:`rank_positives` and :func:`~fashion_bench.retrieval.index.topk` ``(k)`` at once: the fast
+    backend computes each score block once for both."""
     positives = positives.select(~exclusions.contains(positives.row_ids, positives.idx))
-    all_rows = torch.arange(len(query))
     if backend == "exact":
-        orders = exact_orders(query, gallery, exclusions, all_rows)
+        orders = exact_orders(query, gallery, exclusions, torch.arange(len(query)))
         pairs = [ranks_in_order(order, rows, positives) for rows, order, _ in orders]
+        idx, scores = topk(query, gallery, k, exclusions, backend)
     else:
-        pairs = [_count_ranks(query, gallery, positives, exclusions, rows) for rows in all_rows.split(QUERY_BLOCK)]
+        pairs, idx, scores = _scan_ranks(query, gallery, positives, exclusions, k)
     empty = torch.empty(0, dtype=torch.int64)
     rows, ranks = (torch.cat(x) for x in zip((empty, empty), *pairs, strict=True))
-    return Csr.from_pairs(rows, ranks, len(query), len(gallery) + 1)
+    return Csr.from_pairs(rows, ranks, len(query), len(gallery) + 1), idx, scores
+
+
+def _scan_ranks(
+    query: Embeddings, gallery: Embeddings, positives: Csr, exclusions: Exclusions, k: int
+) -> tuple[list[tuple[Tensor, Tensor]], Tensor, Tensor]:
+    """The fast path: queries in blocks, most positives first (so that a block's rows with a j-th positive
+    are a prefix); queries without positives are scanned only for the top k."""
+    counts = positives.counts()
+    order = torch.argsort(counts, descending=True, stable=True)
+    if k == 0:
+        order = order[: int((counts > 0).sum())]
+    idx, scores = empty_topk(len(query), k)
+    pairs, failed = [], []
+    for rows in order.split(QUERY_BLOCK):
+        counter = _RankCounter(query, gallery, positives, rows)
+        tops = [TopK(len(rows), k, query.device)] if k else []
+        scan(query, gallery, rows, [exclusions.masker(rows, query.device), *tops, counter])
+        pairs.append(counter.ranks())
+        failed += [t.write(query, gallery, rows, idx, scores) for t in tops]
+    if k:
+        fill_exact_topk(query, gallery, exclusions, torch.cat(failed), idx, scores)
+    return pairs, idx, scores
 
 
 def rank_within(
@@ -113,7 +148,7 @@ def rank_within(
     -1, ranks of the positives among them)."""
     rows = torch.arange(len(query))
     cand = candidates.padded(rows)
-    scores = pair_scores(query, gallery, rows[:, None], cand)
+    scores = pair_scores(query, gallery, rows[:, None], cand).cpu()
     scores.masked_fill_(exclusions.contains(rows[:, None], cand), -torch.inf)
     order, _ = order_candidates(cand, scores)
     pos_rows, ranks = ranks_in_order(order, rows, positives)
@@ -126,99 +161,118 @@ def ranks_in_order(order: Tensor, rows: Tensor, positives: Csr) -> tuple[Tensor,
     return rows[local], col + 1
 
 
-def _count_ranks(
-    query: Embeddings, gallery: Embeddings, positives: Csr, exclusions: Exclusions, rows: Tensor
-) -> tuple[Tensor, Tensor]:
-    """Fast path for a block of consecutive queries: (query, rank) of every positive."""
-    if not positives.counts()[rows].any():
-        return rows[:0], rows[:0]
-    counter = _RankCounter(query, gallery, positives, rows)
-    hide = exclusions.with_lists(exclusions.lists.union(positives)).masker(rows)
-    for g0, block in score_blocks(query, gallery, slice(int(rows[0]), int(rows[-1]) + 1)):
-        hide(block, g0)
-        counter.count(block, g0)
-    return counter.ranks()
-
-
 class _RankCounter:
-    """Counts, for each positive of a block of queries, the non-excluded non-positive items ranked above it.
+    """A consumer counting, for each positive of a block of queries, the non-excluded non-positive items
+    ranked above it (it hides the positives from the chunks it is shown, after the exclusions).
 
-    Positives are ordered exactly among themselves (float64). Other items are compared in float32 with each
-    positive's score widened by the error band; an item within the band of a positive is rescored in float64
-    and compared exactly, ties going to the lower index. Per score block (with excluded items and the
-    positives set to -inf), one of two equivalent strategies runs, whichever touches less memory:
+    Positives are ordered exactly among themselves (float64). Other items are compared in float32 against
+    thresholds at each positive's score plus or minus the error band; an item between the two is rescored in
+    float64 and compared exactly, ties going to the lower index. Per chunk (in cache), one of two equivalent
+    strategies runs, whichever touches less memory:
 
     * sparse: only items above the lowest positive minus the band can beat a positive (the prefilter);
       they are extracted, and a binary search on per-row keys ``row * width - score`` tells how many
       positives each item is certainly below and possibly below;
-    * dense: per positive, one thresholded count over the whole block; cheaper when many items pass the
+    * dense: per positive, two thresholded counts over the chunk; cheaper when many items pass the
       prefilter (weak embeddings whose positives rank deep).
     """
 
     def __init__(self, query: Embeddings, gallery: Embeddings, positives: Csr, rows: Tensor) -> None:
-        self.query, self.gallery, self.rows = query, gallery, rows
-        pidx = positives.padded(rows)
-        self.pidx, self.pscore = order_candidates(pidx, pair_scores(query, gallery, rows[:, None], pidx))
-        self.present = self.pidx >= 0
-        self.slots = self.pidx.shape[1] + 1
-        n_pos = self.present.sum(1)
-        band = error_band(query, gallery)[rows]
-        # float32 thresholds (rounding is far below the band): above `upper` an item beats the positive,
-        # below `lower` it does not; +inf for missing positives counts nothing.
-        self.upper = torch.where(self.present, self.pscore + 2 * band[:, None], torch.inf).float()
-        self.lower = torch.where(self.present, self.pscore - 2 * band[:, None], torch.inf).float()
-        self.threshold = self.lower.gather(1, (n_pos - 1).clamp(min=0)[:, None])
-        bound = query.norms[rows].max() * gallery.norms.max() + 2 * band.max()
+        dev = query.device
+        self.query, self.gallery, self.rows = query, gallery, rows.to(dev)
+        self.hide = Exclusions(positives).masker(rows, dev)
+        pidx = positives.padded(rows).to(dev)
+        self.pidx, self.pscore = order_candidates(pidx, pair_scores(query, gallery, self.rows[:, None], pidx))
+        present = self.pidx >= 0
+        n_pos = positives.counts()[rows]
+        self.slots = self.pidx.shape[1]
+        self.with_slot = [int((n_pos > j).sum()) for j in range(self.slots)]  # rows with a j-th positive: a prefix
+        band = error_band(query, gallery)[self.rows]
+        # above `upper` an item beats the positive, below `lower` it does not; +inf counts nothing
+        self.upper = torch.where(present, float32_bound(self.pscore + band[:, None], up=True), torch.inf)
+        self.lower = torch.where(present, float32_bound(self.pscore - band[:, None], up=False), torch.inf)
+        n_pos = n_pos.to(dev)
+        self.threshold = self.lower.gather(1, (n_pos - 1).clamp(min=0)[:, None])  # the prefilter
+        bound = query.norms[self.rows].max() * gallery.norms.max() + 2 * band.max() if len(rows) else 0.0
         self.width = 2 * bound + 1
-        self.keys = (torch.arange(len(rows))[:, None] * self.width - self.pscore)[self.present]
+        self.keys = (torch.arange(len(rows), device=dev)[:, None] * self.width - self.pscore)[present]
         self.offsets = n_pos.cumsum(0) - n_pos
         self.slack = band + 8 * EPS64 * (len(rows) + 1) * self.width
-        self.beaten = torch.zeros(len(rows), self.slots - 1, dtype=torch.int64)
-        self.below = torch.zeros(len(rows) * self.slots, dtype=torch.int64)  # items by #positives above them
-        self._mask: Tensor | None = None
-        self._flags: Tensor | None = None
+        self.beaten = torch.zeros(len(rows), self.slots, dtype=torch.int64, device=dev)
+        # items by the number of positives above them (sparse strategy)
+        self.below = torch.zeros(len(rows) * (self.slots + 1), dtype=torch.int64, device=dev)
+        self.last = (n_pos - 1).clamp(min=0)  # each row's lowest positive's slot
+        self.dense = True  # the strategy for the next chunk
+        self.banded: list[tuple[Tensor, Tensor, Tensor]] = []  # (row, slot, item) to compare exactly, dense
+        self._scratch = torch.empty(0, device=dev)
 
     def ranks(self) -> tuple[Tensor, Tensor]:
-        beaten = self.beaten + self.below.view(len(self.rows), self.slots).cumsum(1)[:, :-1]
-        ranks = 1 + torch.arange(self.slots - 1) + beaten
-        return self.rows[:, None].expand_as(ranks)[self.present], ranks[self.present]
+        """(query, rank) of every positive, on the CPU."""
+        if self.banded:
+            r, j, items = (torch.cat(x) for x in zip(*self.banded, strict=True))
+            self.beaten.index_put_((r, j), 1 - self._above(r, items, j), accumulate=True)
+        below = self.below.view(len(self.rows), self.slots + 1).cumsum(1)[:, :-1]
+        ranks = 1 + torch.arange(self.slots, device=self.rows.device) + self.beaten + below
+        present = self.pidx >= 0
+        return self.rows[:, None].expand_as(ranks)[present].cpu(), ranks[present].cpu()
 
-    def _above(self, r: Tensor, items: Tensor, col: int | None = None) -> Tensor:
-        """Exactly, how many positives of local rows ``r`` rank above each item (only positive ``col``)."""
+    def __call__(self, chunk: Tensor, row0: int, g0: int) -> None:
+        chunk = chunk[: max(0, (self.with_slot or [0])[0] - row0)]
+        if not len(chunk):
+            return
+        self.hide(chunk, row0, g0)
+        slots = sum(n > row0 for n in self.with_slot)  # of the chunk's first row, which has the most
+        rows = slice(row0, row0 + len(chunk))
+        flags = self._buffer(chunk, 2 * slots)
+        if self.dense:
+            passed = self._dense(chunk, rows, g0, flags[:slots], flags[slots:])
+        else:
+            candidates = torch.ge(chunk, self.threshold[rows], out=flags[0])
+            passed = int(candidates.sum())
+            if passed:
+                self._sparse(chunk, row0, g0, candidates)
+        # the next chunk follows the strategy that suits this one
+        self.dense = passed * DENSE_BREAK > chunk.numel() * slots
+
+    def _buffer(self, chunk: Tensor, n: int) -> Tensor:
+        """Float scratch [n, *chunk.shape], reused: fresh tensors cost page faults every time."""
+        size = n * chunk.numel()
+        if self._scratch.numel() < size:
+            self._scratch = torch.empty(size, device=chunk.device)
+        return self._scratch[:size].view(n, *chunk.shape)
+
+    def _above(self, r: Tensor, items: Tensor, col: Tensor | None = None) -> Tensor:
+        """Exactly, how many positives of local rows ``r`` rank above each item (only the positive in slot
+        ``col``)."""
         s = pair_scores(self.query, self.gallery, self.rows[r], items)[:, None]
         p, v = self.pidx[r], self.pscore[r]
         if col is not None:
-            p, v = p[:, col : col + 1], v[:, col : col + 1]
+            p, v = p.gather(1, col[:, None]), v.gather(1, col[:, None])
         return ((v > s) | ((v == s) & (p < items[:, None]))).sum(1)
 
-    def count(self, block: Tensor, g0: int) -> None:
-        """Count one score block, whose excluded items and positives are at -inf."""
-        if self._mask is None:  # reused buffers: fresh block-sized tensors cost page faults every time
-            self._mask = torch.empty(block.shape, dtype=torch.bool)
-            self._flags = torch.empty(block.shape)
-        mask, flags = self._mask[:, : block.shape[1]], self._flags[:, : block.shape[1]]
-        candidates = torch.ge(block, self.threshold, out=mask)
-        if int(torch.count_nonzero(candidates)) * DENSE_BREAK > candidates.numel() * (self.slots - 1):
-            self._dense(block, g0, mask, flags)
-        else:
-            self._sparse(block, g0, candidates)
-
-    def _sparse(self, block: Tensor, g0: int, candidates: Tensor) -> None:
+    def _sparse(self, chunk: Tensor, row0: int, g0: int, candidates: Tensor) -> None:
         r, c = candidates.nonzero(as_tuple=True)
-        if r.numel() == 0:
-            return
-        base, e = r * self.width - block[r, c].double(), self.slack[r]
+        r = r + row0
+        base, e = r * self.width - chunk[r - row0, c].double(), self.slack[r]
         above = torch.searchsorted(self.keys, base - e) - self.offsets[r]
         unsure = (torch.searchsorted(self.keys, base + e, right=True) - self.offsets[r] != above).nonzero()[:, 0]
         if unsure.numel():
             above[unsure] = self._above(r[unsure], c[unsure] + g0)
-        self.below += torch.bincount(r * self.slots + above, minlength=self.below.numel())
+        self.below += torch.bincount(r * (self.slots + 1) + above, minlength=self.below.numel())
 
-    def _dense(self, block: Tensor, g0: int, mask: Tensor, flags: Tensor) -> None:
-        for j in range(self.slots - 1):
-            upper, lower = self.upper[:, j : j + 1], self.lower[:, j : j + 1]
-            self.beaten[:, j] += torch.gt(block, upper, out=flags).sum(1).long()  # float flags sum fastest
-            near = torch.ge(block, lower, out=mask).logical_and_(torch.le(block, upper))
-            r, c = near.nonzero(as_tuple=True)
-            if r.numel():
-                self.beaten[:, j].index_add_(0, r, 1 - self._above(r, c + g0, j))
+    def _dense(self, chunk: Tensor, rows: slice, g0: int, over: Tensor, near: Tensor) -> int:
+        """Every positive slot of the chunk at once ([slots, rows, items] flags, summed per row); returns
+        how many items passed the prefilter (what the sparse strategy would have extracted)."""
+        slots = len(over)
+        x = chunk.expand(slots, *chunk.shape)
+        above = torch.gt(x, self.upper[rows, :slots].T[:, :, None], out=over).sum(2)  # float flags sum fastest
+        reach = torch.ge(x, self.lower[rows, :slots].T[:, :, None], out=near).sum(2)
+        self.beaten[rows, :slots] += above.T.long()
+        j, r = (reach != above).nonzero(as_tuple=True)
+        if len(j):  # locate the items within the band, in these rows only
+            x, r = chunk[r], r + rows.start
+            within = (x >= self.lower[r, j, None]) & (x <= self.upper[r, j, None])
+            hit, c = within.nonzero(as_tuple=True)
+            self.banded.append((r[hit], j[hit], c + g0))
+        last = self.last[rows][None]
+        return int(reach.gather(0, last).sum())
