@@ -319,13 +319,38 @@ def exact_orders(
         yield chunk, order, sorted_scores
 
 
+def segment_columns(chunk: Tensor, floor: Tensor, size: int, most: float = 1.0) -> Tensor | None:
+    """Per row, the columns of the chunk's segments whose max exceeds the row's ``floor`` [rows, 1], padded
+    with -1 (a segment: ``size`` strided columns i, i + stride, ...; the last columns that form no segment
+    are always included); None when more than the fraction ``most`` of the segments qualify.
+
+    One max per segment costs about one pass over the chunk and lets the caller skip every item that
+    cannot exceed the floor."""
+    stride = chunk.shape[1] // size
+    hit = chunk[:, : stride * size].unflatten(1, (size, stride)).amax(1) > floor
+    r, i = hit.nonzero(as_tuple=True)
+    if len(r) > most * hit.numel():
+        return None
+    hits = torch.bincount(r, minlength=len(chunk))
+    slot = torch.arange(len(r), device=chunk.device) - (hits.cumsum(0) - hits)[r]
+    width = int(hits.max()) if len(r) else 0
+    cols = torch.full((len(chunk), width, size), -1, dtype=torch.int64, device=chunk.device)
+    cols[r, slot] = i[:, None] + stride * torch.arange(size, device=chunk.device)
+    tail = torch.arange(stride * size, chunk.shape[1], device=chunk.device).expand(len(chunk), -1)
+    return torch.cat([cols.flatten(1), tail], 1)
+
+
+def gather_columns(chunk: Tensor, cols: Tensor) -> Tensor:
+    """``chunk``'s values at ``cols`` (per row), -inf at the -1 pads."""
+    return chunk.gather(1, cols.clamp(min=0)).masked_fill_(cols < 0, -torch.inf)
+
+
 class TopK:
     """A consumer keeping, per query row, the float32 top ``k + TOPK_MARGIN`` of the chunks it is shown
     (excluded items already at -inf); :meth:`write` turns them into the exact top k.
 
-    A chunk's columns are dealt into SEGMENT strided segments; one max per segment (a reduction that costs
-    a fraction of the GEMM) tells which segments hold an item above the row's current last candidate, and
-    only those segments' items are merged. At the start (no candidates yet) every segment qualifies.
+    Only the segments (:func:`segment_columns`) that hold an item above the row's current last candidate
+    are merged; at the start (no candidates yet) every segment qualifies.
     """
 
     def __init__(self, n_rows: int, k: int, device: torch.device) -> None:
@@ -335,19 +360,9 @@ class TopK:
 
     def __call__(self, chunk: Tensor, row0: int, g0: int) -> None:
         rows = slice(row0, row0 + len(chunk))
-        stride = chunk.shape[1] // SEGMENT  # segment i holds the columns i, i + stride, ...
-        head = chunk[:, : stride * SEGMENT].unflatten(1, (SEGMENT, stride))
-        r, i = (head.amax(1) > self.score[rows, -1:]).nonzero(as_tuple=True)
-        hits = torch.bincount(r, minlength=len(chunk))
-        slot = torch.arange(len(r), device=chunk.device) - (hits.cumsum(0) - hits)[r]
-        cols = torch.full((len(chunk), int(hits.max()) if len(r) else 0, SEGMENT), -1, device=chunk.device,
-                          dtype=torch.int64)
-        cols[r, slot] = i[:, None] + stride * torch.arange(SEGMENT, device=chunk.device)
-        cols = torch.cat([cols.flatten(1), torch.arange(stride * SEGMENT, chunk.shape[1], device=chunk.device)
-                          .expand(len(chunk), -1)], 1)
-        if cols.shape[1]:
-            vals = chunk.gather(1, cols.clamp(min=0)).masked_fill_(cols < 0, -torch.inf)
-            best, pos = torch.cat([self.score[rows], vals], 1).topk(self.score.shape[1], dim=1)
+        cols = segment_columns(chunk, self.score[rows, -1:], SEGMENT)
+        if cols is not None and cols.shape[1]:
+            best, pos = torch.cat([self.score[rows], gather_columns(chunk, cols)], 1).topk(self.score.shape[1], dim=1)
             self.idx[rows] = torch.cat([self.idx[rows], cols + g0], 1).gather(1, pos)
             self.score[rows] = best
 

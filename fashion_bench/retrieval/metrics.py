@@ -24,6 +24,7 @@ from fashion_bench.retrieval.index import (
     Exclusions,
     TopK,
     check_pair,
+
     empty_topk,
     error_band,
     exact_orders,
@@ -192,6 +193,7 @@ class _RankCounter:
         self.upper = torch.where(present, float32_bound(self.pscore + band[:, None], up=True), torch.inf)
         self.lower = torch.where(present, float32_bound(self.pscore - band[:, None], up=False), torch.inf)
         n_pos = n_pos.to(dev)
+        self.below_lower = torch.nextafter(self.lower, torch.full_like(self.lower, -torch.inf))
         self.threshold = self.lower.gather(1, (n_pos - 1).clamp(min=0)[:, None])  # the prefilter
         bound = query.norms[self.rows].max() * gallery.norms.max() + 2 * band.max() if len(rows) else 0.0
         self.width = 2 * bound + 1
@@ -223,11 +225,10 @@ class _RankCounter:
         self.hide(chunk, row0, g0)
         slots = sum(n > row0 for n in self.with_slot)  # of the chunk's first row, which has the most
         rows = slice(row0, row0 + len(chunk))
-        flags = self._buffer(chunk, 2 * slots)
         if self.dense:
-            passed = self._dense(chunk, rows, g0, flags[:slots], flags[slots:])
+            passed = self._dense(chunk, rows, g0, self._buffer(chunk, 2 * slots))
         else:
-            candidates = torch.ge(chunk, self.threshold[rows], out=flags[0])
+            candidates = torch.ge(chunk, self.threshold[rows], out=self._buffer(chunk, 1)[0])
             passed = int(candidates.sum())
             if passed:
                 self._sparse(chunk, row0, g0, candidates)
@@ -260,13 +261,14 @@ class _RankCounter:
             above[unsure] = self._above(r[unsure], c[unsure] + g0)
         self.below += torch.bincount(r * (self.slots + 1) + above, minlength=self.below.numel())
 
-    def _dense(self, chunk: Tensor, rows: slice, g0: int, over: Tensor, near: Tensor) -> int:
-        """Every positive slot of the chunk at once ([slots, rows, items] flags, summed per row); returns
-        how many items passed the prefilter (what the sparse strategy would have extracted)."""
-        slots = len(over)
-        x = chunk.expand(slots, *chunk.shape)
-        above = torch.gt(x, self.upper[rows, :slots].T[:, :, None], out=over).sum(2)  # float flags sum fastest
-        reach = torch.ge(x, self.lower[rows, :slots].T[:, :, None], out=near).sum(2)
+    def _dense(self, chunk: Tensor, rows: slice, g0: int, flags: Tensor) -> int:
+        """Every positive slot of the chunk at once: [2 * slots, rows, items] flags against the upper and
+        lower thresholds (one compare: ``x >= lower`` is ``x > lower's float32 predecessor``), summed per
+        row. Returns how many items passed the prefilter (what the sparse strategy would have extracted)."""
+        slots = len(flags) // 2
+        bounds = torch.cat([self.upper[rows, :slots], self.below_lower[rows, :slots]], 1).T[:, :, None]
+        counts = torch.gt(chunk.expand(len(flags), *chunk.shape), bounds, out=flags).sum(2)  # float sums fastest
+        above, reach = counts[:slots], counts[slots:]
         self.beaten[rows, :slots] += above.T.long()
         j, r = (reach != above).nonzero(as_tuple=True)
         if len(j):  # locate the items within the band, in these rows only
