@@ -32,7 +32,7 @@ PAIR_BLOCK = 1024  # (query, item) pairs rescored at once (larger blocks fall ou
 QUERY_BLOCK = 2048  # queries per block of the fast paths
 GALLERY_ALIGN = 1024  # gallery block widths are multiples of this (odd widths slow MKL's sgemm down)
 TOPK_MARGIN = 16  # float32 candidates kept beyond k, so that the exact top k is certified from them
-SEGMENT = 16  # top-k: columns per segment whose max decides whether the segment is merged
+SEGMENT = 4  # top-k: columns per segment whose max decides whether the segment is merged
 MAX_NORM = 1e18  # larger rows would overflow float32 scores
 
 Consumer = Callable[[Tensor, int, int], None]  # (chunk of scores, first local row, first gallery item)

@@ -194,7 +194,8 @@ class _RankCounter:
         self.lower = torch.where(present, float32_bound(self.pscore - band[:, None], up=False), torch.inf)
         n_pos = n_pos.to(dev)
         self.below_lower = torch.nextafter(self.lower, torch.full_like(self.lower, -torch.inf))
-        self.threshold = self.lower.gather(1, (n_pos - 1).clamp(min=0)[:, None])  # the prefilter
+        lowest = torch.where(n_pos > 0, n_pos - 1, self.slots)[:, None]  # a row without positives: +inf
+        self.threshold = torch.cat([self.lower, self.lower.new_full((len(rows), 1), torch.inf)], 1).gather(1, lowest)
         bound = query.norms[self.rows].max() * gallery.norms.max() + 2 * band.max() if len(rows) else 0.0
         self.width = 2 * bound + 1
         self.keys = (torch.arange(len(rows), device=dev)[:, None] * self.width - self.pscore)[present]
