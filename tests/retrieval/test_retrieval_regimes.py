@@ -61,11 +61,11 @@ def blocks(request, monkeypatch):
         monkeypatch.setattr(metrics_mod, "QUERY_BLOCK", 23)
 
 
-@pytest.mark.parametrize("strong", [True, False], ids=["strong", "weak"])
-@pytest.mark.parametrize("duplicates", [False, True], ids=["distinct", "ties"])
 RULES = ("none", "exclusions", "categories")
 
 
+@pytest.mark.parametrize("strong", [True, False], ids=["strong", "weak"])
+@pytest.mark.parametrize("duplicates", [False, True], ids=["distinct", "ties"])
 @pytest.mark.parametrize("rules", RULES)
 def test_ranks_and_topk_match_brute_force(blocks, strong, duplicates, rules):
     seed = 100 * strong + 10 * duplicates + RULES.index(rules)
