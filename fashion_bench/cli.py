@@ -22,6 +22,7 @@ Data and results:
   data verify  check a dataset copy, print its counts: fashion-bench data verify --config configs/data/cirr.yaml --data.root DIR
   data wab-frames  extract WAB's annotated video frames: fashion-bench data wab-frames --root DIR
   report       runs -> leaderboard, plots, galleries:   fashion-bench report [--runs DIR] [--out docs]
+  kg build     FashionKLIP's concept knowledge graph:   fashion-bench kg build --config configs/data/synth-t2i.yaml --out DIR
 
 Each command has its own --help. Runs go to runs/<experiment>/<YYYYmmdd-HHMMSS>_seed<S>/.
 """
@@ -43,6 +44,10 @@ def main(argv: list[str] | None = None) -> int:
         from fashion_bench.report.cli import main as report_main
 
         return report_main(rest)
+    if command == "kg":
+        from fashion_bench.kg.cli import main as kg_main
+
+        return kg_main(rest)
     if command in LIGHTNING_VERBS:
         from fashion_bench.lightning_cli import run
 

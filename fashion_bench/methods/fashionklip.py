@@ -1,0 +1,197 @@
+"""FashionKLIP (Wang et al., ACL 2023 Industry): CLIP fine-tuning with a concept-level alignment loss drawn from a
+mined multimodal concept knowledge graph (``fashion_bench.kg``).
+
+Each training sample carries up to ``slots`` concept ids (the concepts written in its chosen text, then their
+ancestors; -1 pads). At the start of every epoch each concept's prototype images are re-picked with the current
+model (prompt retrieval over the training images, MMR). Per slot, the ``prototypes`` prototype images of the
+sample's concept closest to the sample image are contrasted with the batch's concept texts (symmetric, weighted by
+those similarities). L = (1 - lambda) L_clip + lambda L_concept, lambda = L_clip / (ratio L_concept), detached and
+clamped to [0, 1]. See docs/methods/fashionklip.md for the fixes over the public code.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from fashion_bench.contracts import Preprocessing
+from fashion_bench.kg import io
+from fashion_bench.kg.build import KgSettings, mine_from_datamodule
+from fashion_bench.kg.chunker import make_chunker
+from fashion_bench.kg.graph import ConceptGraph
+from fashion_bench.kg.images import concept_images, concept_prompts, encode_prompts
+from fashion_bench.kg.matcher import ConceptMatcher
+from fashion_bench.losses import contrastive_loss, same_label_targets
+from fashion_bench.methods.base import EncoderConfig, OptimConfig
+from fashion_bench.methods.clip import ClipMethod
+
+
+def weighted_symmetric_ce(logits: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """Sum over samples of ``weights`` [P, B] times the symmetric cross-entropy of ``logits`` [P, B, B] (prototype
+    rows against concept-text columns); samples with the same concept are positives of each other."""
+    targets = same_label_targets(labels, labels)
+    rows = -(targets * F.log_softmax(logits, dim=-1)).sum(-1)
+    cols = -(targets * F.log_softmax(logits, dim=-2)).sum(-2)
+    return (weights * (rows + cols) / 2).sum(-1)
+
+
+def concept_loss(
+    image: torch.Tensor, concepts: torch.Tensor, concept_text: torch.Tensor, prototypes: torch.Tensor,
+    scale: torch.Tensor, top: int,
+) -> torch.Tensor | None:
+    """The concept-level alignment loss, or None when no sample has a concept.
+
+    Args:
+        image: normalised sample image features [B, D] (only rank the prototypes and weight the samples).
+        concepts: concept ids [B, S], -1 for padding (never enters the loss).
+        concept_text: normalised prompt features [B, S, D] of those concepts (rows of padding are ignored).
+        prototypes: normalised prototype image features [C, K, D] of every concept.
+        top: prototypes per sample and slot (the ``top`` of K closest to the sample image).
+    """
+    valid = concepts >= 0
+    if not bool(valid.any()):
+        return None
+    protos = prototypes[concepts.clamp_min(0)]  # [B, S, K, D]
+    sim, order = torch.einsum("bskd,bd->bsk", protos, image).topk(min(top, protos.shape[2]), dim=-1)
+    protos = torch.gather(protos, 2, order[..., None].expand(*order.shape, protos.shape[-1]))
+    weight = sim.clamp_min(0) * valid[..., None]
+    weight = weight / weight.norm(dim=0, keepdim=True).clamp_min(1e-12)  # L2 across the batch per (slot, prototype)
+    losses = []
+    for s in range(concepts.shape[1]):
+        rows = valid[:, s]
+        if not bool(rows.any()):
+            continue
+        logits = scale * torch.einsum("ipd,kd->pik", protos[rows, s], concept_text[rows, s])
+        w = weight[rows, s].t()  # [P, B_s]
+        per_prototype = weighted_symmetric_ce(logits, concepts[rows, s], w)
+        total = w.sum(-1)
+        losses.append((total * per_prototype).sum() / total.sum().clamp_min(1e-12))
+    return torch.stack(losses).mean()
+
+
+class FashionKlipMethod(ClipMethod):
+    method_name = "fashionklip"
+    supports = {"t2i": ("text", "image")}
+
+    def __init__(
+        self,
+        encoder: EncoderConfig | None = None,
+        optim: OptimConfig | None = None,
+        learn_temperature: bool = True,
+        kg: str | None = None,
+        kg_settings: KgSettings | None = None,
+        slots: int = 5,
+        prototypes: int = 5,
+        lambda_ratio: float = 5.0,
+    ) -> None:
+        """
+        Args:
+            kg: a ``fashion-bench kg build`` folder (its concepts and is-a edges); ``None`` mines them from the
+                training split when ``fit`` starts (same miner and settings).
+            kg_settings: chunker, phrase length, minimum count (mining) and the prompt retrieval of concept images
+                (``candidates`` 20, ``keep`` 10, MMR ``diversity`` 0.8), re-run with the current model every epoch.
+            slots: concepts per sample (written ones, then ancestors); prototypes: of each concept's kept images, how
+                many (closest to the sample image) enter the loss; lambda_ratio: lambda = L_clip / (ratio L_concept).
+        """
+        super().__init__(encoder, optim, learn_temperature)
+        if slots < 1 or prototypes < 1 or lambda_ratio <= 0:
+            raise ValueError(f"fashionklip: slots and prototypes must be >= 1 and lambda_ratio > 0 (got {slots}, {prototypes}, {lambda_ratio})")
+        self.kg, self.kg_settings = kg, kg_settings or KgSettings()
+        self.slots, self.prototypes, self.lambda_ratio = slots, prototypes, lambda_ratio
+        if self.prototypes > self.kg_settings.keep:
+            raise ValueError(f"fashionklip: prototypes ({prototypes}) exceeds the images kept per concept ({self.kg_settings.keep})")
+        self.graph: ConceptGraph | None = None
+        self.concept_tokens: torch.Tensor | None = None
+        self.table: torch.Tensor | None = None  # prototype features [C, keep, D] of the current epoch
+        self.table_epoch = -1
+        self.save_config(
+            encoder=self.encoder_config, optim=self.optim, learn_temperature=learn_temperature, kg=kg,
+            kg_settings=self.kg_settings, slots=slots, prototypes=prototypes, lambda_ratio=lambda_ratio,
+        )
+
+    # --- the knowledge graph ------------------------------------------------------------------------------------
+    def load_graph(self) -> ConceptGraph:
+        if self.graph is None:
+            if self.kg is not None:
+                self.graph = io.read_graph(Path(self.kg))
+                for name in (io.CONCEPTS, io.PARENTS):
+                    self.record_stage_input(f"kg/{name}", Path(self.kg) / name)
+            else:
+                self.graph = mine_from_datamodule(self.trainer.datamodule, self.kg_settings)
+            self.concept_tokens = self.encoder.tokenize(concept_prompts(self.graph.phrases))
+        return self.graph
+
+    def preprocessing(self) -> Preprocessing:
+        base = super().preprocessing()
+        if self._trainer is None or self.trainer.state.fn != "fit":
+            return base  # evaluation needs no concepts
+        chunker = make_chunker(self.kg_settings.chunker, self.kg_settings.max_words)
+        matcher = ConceptMatcher(self.load_graph(), chunker, self.slots)
+        return Preprocessing(image_spec=base.image_spec, tokenize=base.tokenize, sample_fields={"concepts": matcher})
+
+    @torch.no_grad()
+    def rebuild_table(self) -> None:
+        """Each concept's prototype images, picked and encoded with the current model."""
+        graph = self.load_graph()
+        _, features = self.encode_split("train", desc="encoding training images for the concept table")
+        features = F.normalize(features, dim=-1)
+        was_training = self.training
+        self.eval()
+        concepts = encode_prompts(graph.phrases, self.encoder.tokenize, self.encoder.encode_text, self.device)
+        self.train(was_training)
+        s = self.kg_settings
+        index, _ = concept_images(concepts, features, candidates=s.candidates, keep=s.keep, diversity=s.diversity)
+        self.table, self.table_epoch = features[index], self.current_epoch
+
+    def on_train_epoch_start(self) -> None:
+        if self.table is None or self.table_epoch != self.current_epoch:
+            self.rebuild_table()
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_save_checkpoint(checkpoint)
+        if self.table is not None:  # a run resumed within this epoch keeps the epoch's table
+            checkpoint["fashionklip_table"] = {"epoch": self.table_epoch, "prototypes": self.table.cpu()}
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_load_checkpoint(checkpoint)
+        saved = checkpoint.get("fashionklip_table")
+        if saved is not None:
+            self.table, self.table_epoch = saved["prototypes"], int(saved["epoch"])
+
+    # --- training -----------------------------------------------------------------------------------------------
+    def encode_concepts(self, concepts: torch.Tensor) -> torch.Tensor:
+        """Normalised prompt features [B, S, D] of the batch's concepts (each distinct concept encoded once)."""
+        assert self.concept_tokens is not None
+        valid = concepts >= 0
+        out = torch.zeros(*concepts.shape, self.encoder.embed_dim, device=self.device)
+        if bool(valid.any()):
+            unique, inverse = torch.unique(concepts[valid], return_inverse=True)
+            text = self.encoder.encode_text(self.concept_tokens[unique.cpu()].to(self.device))
+            out[valid] = text[inverse].to(out.dtype)
+        return out
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        if "concepts" not in batch:
+            raise ValueError("fashionklip: training batches carry no 'concepts' (the data layer did not apply this method's preprocessing)")
+        scale = self.encoder.logit_scale.exp().clamp(max=100)
+        image = self.gather(self.encoder.encode_image(batch["image"]))
+        text = self.gather(self.encoder.encode_text(batch["text"]))
+        labels = self.gather(batch["label"])
+        clip = contrastive_loss(image, text, scale, query_labels=labels, target_labels=labels)
+        concepts = self.gather(batch["concepts"])
+        assert self.table is not None
+        table = self.table.to(self.device)
+        concept = concept_loss(image.detach(), concepts, self.encode_concepts(concepts), table, scale, self.prototypes)
+        if concept is None:
+            loss, lam = clip, torch.zeros((), device=self.device)
+        else:
+            lam = (clip / (self.lambda_ratio * concept)).detach().clamp(0.0, 1.0)
+            loss = (1 - lam) * clip + lam * concept
+            self.log("train/concept_loss", concept, batch_size=len(batch["text"]))
+        size = len(batch["text"])
+        self.log_dict({"train/loss": loss, "train/clip_loss": clip}, prog_bar=True, batch_size=size)
+        self.log_dict({"train/lambda": lam, "train/logit_scale": scale}, batch_size=size)
+        return self.check_finite(loss)
