@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -58,10 +59,14 @@ def test_help_is_light():
 
 
 def earlier_stage(config: Path) -> Path | None:
-    """``<method>-stage1__<dataset>.yaml`` beside a later stage's config: its fit publishes what that stage loads."""
+    """The config whose fit publishes what a later stage's config loads: ``<method>-stage1__<dataset>.yaml`` beside
+    it, or the stage its ``run:<experiment>/...`` reference names (e.g. progressive's stage 2 on another dataset)."""
     method, dataset = config.stem.split("__", 1)
     stage1 = config.with_name(f"{method}-stage1__{dataset}.yaml")
-    return stage1 if stage1.exists() else None
+    if stage1.exists():
+        return stage1
+    named = re.search(r":\s+run:([\w.-]+__[\w.-]+)/", config.read_text())  # a `key: run:...` value
+    return config.with_name(f"{named.group(1)}.yaml") if named else None
 
 
 @pytest.mark.parametrize("config", SYNTHETIC_CONFIGS, ids=lambda p: p.stem)
