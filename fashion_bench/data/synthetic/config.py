@@ -67,6 +67,6 @@ class WorldConfig:
 
 PRESETS: dict[str, WorldConfig] = {
     "tiny": WorldConfig(num_products=60, image_size=64, live_views=3),
-    "small": WorldConfig(num_products=2500, image_size=64, live_views=4),
-    "base": WorldConfig(num_products=10000, image_size=96, live_views=5),
+    "small": WorldConfig(num_products=2500, image_size=64, live_views=4, cir_distractors=5),  # calibrated (docs)
+    "base": WorldConfig(num_products=10000, image_size=96, live_views=5, cir_distractors=5),
 }
