@@ -4,6 +4,9 @@ Each sampler yields ``(index, epoch)`` keys so that per-sample randomness in the
 caption order) depends only on the seed, the epoch and the index, never on worker scheduling. They subclass
 ``DistributedSampler`` so that Lightning leaves them in place under DDP (each rank takes its own slice).
 
+Under DDP each global batch (``batch_size`` x ranks consecutive samples of the order) is shared out rank by
+rank, so N processes with batch size B / N train on the very batches of one process with batch size B.
+
 Resuming: Lightning restores the epoch loop's batch progress before it iterates the loader again; ``progress``
 returns ``(epoch, batches already completed in this epoch)`` and the sampler skips those batches, so a resumed run
 sees exactly the batches an uninterrupted run would have seen.
@@ -56,7 +59,12 @@ class _ResumableSampler(DistributedSampler):
         per_rank = self.batches_per_rank() * self.batch_size
         if len(order) < per_rank * self.num_replicas:
             order = (order * math.ceil(per_rank * self.num_replicas / max(1, len(order))))[: per_rank * self.num_replicas]
-        mine = order[self.rank * per_rank : (self.rank + 1) * per_rank]
+        span = self.batch_size * self.num_replicas  # one global batch: consecutive rank shares of the order
+        mine = [
+            i
+            for start in range(0, per_rank * self.num_replicas, span)
+            for i in order[start + self.rank * self.batch_size : start + (self.rank + 1) * self.batch_size]
+        ]
         for index in mine[done_batches * self.batch_size :]:
             yield index, epoch
 

@@ -11,13 +11,14 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from fashion_bench.contracts import QUERY_KINDS, TASKS
 from fashion_bench.losses import contrastive_loss
 from fashion_bench.methods.base import ClipRetrievalMethod, EncoderConfig, OptimConfig
 
 
 class ClipMethod(ClipRetrievalMethod):
     method_name = "clip"
-    supports = {"t2i": ("text", "image"), "id": ("image", "text"), "cir": ("image+text", "text", "image")}
+    supports = {task: QUERY_KINDS for task in TASKS}  # text, image and composed queries alike
 
     def __init__(
         self,

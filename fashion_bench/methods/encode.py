@@ -33,7 +33,7 @@ def all_gather_rows(trainer: pl.Trainer, index: torch.Tensor, values: torch.Tens
     """(index, values) of every rank concatenated (shares may differ in size); identity in one process."""
     if trainer.world_size == 1:
         return index, values
-    shares = gather_objects(trainer, (index.cpu(), values.cpu()))
+    shares = [s for s in gather_objects(trainer, (index.cpu(), values.cpu())) if len(s[0])]  # a rank may have none
     return torch.cat([s[0] for s in shares]), torch.cat([s[1] for s in shares])
 
 

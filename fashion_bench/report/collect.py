@@ -235,10 +235,11 @@ def _protocol(value: Any) -> Mapping[str, Any]:
 def _fractions(value: Any, where: str) -> dict[str, float]:
     _check(isinstance(value, dict), f"field '{where}' must be an object")
     _check(bool(value), f"field '{where}' is empty")
-    for name, number in value.items():
+    fractions = {name: number for name, number in value.items() if not name.startswith("num_") and number is not None}
+    for name, number in fractions.items():
         ok = _is_number(number) and math.isfinite(number) and 0.0 <= number <= 1.0
         _check(ok, f"{where}.{name} = {number!r} is not a fraction in [0, 1]")
-    return {name: float(number) for name, number in value.items()}
+    return {name: float(number) for name, number in fractions.items()}
 
 
 def _timestamp(value: str) -> datetime:

@@ -75,6 +75,15 @@ class RetrievalEvaluator(pl.Callback):
 
     on_validation_batch_end = _collect
     on_test_batch_end = _collect
+    on_predict_batch_end = _collect
+    on_predict_epoch_start = _reset
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        """Training images that failed to load (replaced by blank ones) are counted like evaluation ones."""
+        if isinstance(batch, dict) and "image_ok" in batch:
+            failed = int((~batch["image_ok"].bool()).sum())
+            if failed:
+                trainer.datamodule.count_failed_images("train", failed)
 
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.sanity_checking:
@@ -83,6 +92,31 @@ class RetrievalEvaluator(pl.Callback):
 
     def on_test_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._evaluate(trainer, pl_module, stage="test", role="test")
+
+    def on_predict_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """``predict``: the embeddings of the split's gallery and queries, with their ids (see write_embeddings)."""
+        dm = trainer.datamodule
+        data = dm.eval_split("test")
+        image_features, _ = self._gallery_features(pl_module, len(data.gallery_ids))
+        reference_features, _ = self._encode_references(trainer, pl_module, data)
+        query_emb = self._encode_queries(trainer, pl_module, data, image_features, reference_features)
+        gallery_emb = self._embed_gallery(pl_module, image_features)
+        if trainer.global_rank == 0:
+            out = write_embeddings(Path(trainer.default_root_dir) / EMBEDDINGS_DIR, data, gallery_emb, query_emb, {
+                "experiment": self.run_info.get("experiment"), "method": self.run_info.get("method"),
+                "dataset": dm.dataset, "task": dm.task, "split": data.name, "ckpt_path": self.run_info.get("ckpt_path"),
+                "encoder": pl_module.describe_encoder() if hasattr(pl_module, "describe_encoder") else None,
+                "stage_inputs": getattr(pl_module, "stage_inputs", {}),
+            })
+            log.info("embeddings of split '%s' written to %s", data.name, out)
+
+    @staticmethod
+    @torch.no_grad()
+    def _embed_gallery(pl_module: pl.LightningModule, image_features: torch.Tensor) -> torch.Tensor:
+        return torch.cat([
+            pl_module.encode_gallery({"image_features": chunk.to(pl_module.device)}).float().cpu()
+            for chunk in image_features.split(4096)
+        ])
 
     # --- evaluation ---------------------------------------------------------------------------------------------
     def _gallery_features(self, pl_module: pl.LightningModule, gallery_size: int) -> tuple[torch.Tensor, int]:
@@ -176,14 +210,13 @@ class RetrievalEvaluator(pl.Callback):
         image_features, skipped = self._gallery_features(pl_module, len(data.gallery_ids))
         reference_features, skipped_references = self._encode_references(trainer, pl_module, data)
         query_emb = self._encode_queries(trainer, pl_module, data, image_features, reference_features)
-        failed = {**dm.failed_images, "gallery": skipped, "query_references": skipped_references}
+        failed = {"gallery": skipped, "query_references": skipped_references}
+        for counts in gather_objects(trainer, dict(dm.failed_images)):
+            for role, count in counts.items():
+                failed[role] = failed.get(role, 0) + count
         if any(failed.values()):
             log.warning("images that failed to load and were replaced by blank images: %s", failed)
-        with torch.no_grad():
-            gallery_emb = torch.cat([
-                pl_module.encode_gallery({"image_features": chunk.to(pl_module.device)}).float().cpu()
-                for chunk in image_features.split(4096)
-            ])
+        gallery_emb = self._embed_gallery(pl_module, image_features)
         top_n = max(50, self.save_rankings) if wants_rankings else 0  # top-K lists cost a second gallery pass
         result = run_protocol(protocol, build_eval_inputs(data, query_emb, gallery_emb), top_n=top_n)
         self.last_result = result
@@ -194,7 +227,7 @@ class RetrievalEvaluator(pl.Callback):
                 for name, value in metrics.items():
                     if not name.startswith("num_"):
                         pl_module.log(f"{stage}/{subset}/{name}", float(value), sync_dist=False)
-            pl_module.log(f"{stage}/primary", float(result.metrics[protocol.primary_metric]), sync_dist=False, prog_bar=True)
+            pl_module.log(f"{stage}/primary", float(result.value(protocol.primary_metric)), sync_dist=False, prog_bar=True)
         else:
             log.warning("split '%s' has no targets: its rankings are exported, no metrics and no %s are written", data.name, self.results_file)
         self.last_evaluated_step = trainer.global_step
@@ -221,6 +254,7 @@ class RetrievalEvaluator(pl.Callback):
             "per_subset": {s: finite_metrics(m) for s, m in result.per_subset.items()},
             "num_queries": int(result.num_queries),
             "num_valid_queries": int(result.num_valid_queries),
+            "valid_queries": result.valid_queries,
             "gallery_size": int(result.gallery_size),
             "skipped_images": sum(failed.values()),
             "failed_images": failed,
@@ -252,6 +286,32 @@ class RetrievalEvaluator(pl.Callback):
                 [[names[i] for i in row if i >= 0][:50] for row in result.topk.tolist()],
                 [[names[i] for i in row if i >= 0][:3] for row in (result.subset_topk.tolist() if result.subset_topk is not None else [])],
             )
+
+
+EMBEDDINGS_DIR = "embeddings"
+
+
+def write_embeddings(out: Path, data: EvalSplit, gallery_emb: torch.Tensor, query_emb: torch.Tensor, meta: dict[str, Any]) -> Path:
+    """``predict`` output, read by indexing tools: ``gallery.npy`` [G, D] and ``queries.npy`` [Q, D] float32
+    (L2-normalised, scored by inner product), ``gallery_ids.txt`` / ``query_ids.txt`` (one id per line, same
+    order), ``gallery.jsonl`` (item id, image path, identity, category per line) and ``meta.json``."""
+    import numpy as np
+
+    items = data.split.items
+    for name, array in (("gallery.npy", gallery_emb), ("queries.npy", query_emb)):
+        with atomic_open(out / name, "wb") as fh:
+            np.save(fh, array.numpy().astype(np.float32))
+    with atomic_open(out / "gallery_ids.txt") as fh:
+        fh.writelines(f"{i}\n" for i in data.gallery_ids)
+    with atomic_open(out / "query_ids.txt") as fh:
+        fh.writelines(f"{q.query_id}\n" for q in data.queries)
+    with atomic_open(out / "gallery.jsonl") as fh:
+        for i in data.gallery_ids:
+            item = items[i]
+            fh.write(json.dumps({"item_id": i, "image": str(item.image), "identity": item.identity, "category": item.category}, ensure_ascii=False) + "\n")
+    write_json_atomic(out / "meta.json", {**meta, "dim": int(gallery_emb.shape[1]), "gallery_size": int(gallery_emb.shape[0]),
+                                          "num_queries": int(query_emb.shape[0]), "score": "inner product"})
+    return out
 
 
 def finite_metrics(metrics: dict[str, float]) -> dict[str, float | int | None]:

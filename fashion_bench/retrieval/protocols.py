@@ -46,7 +46,7 @@ class Protocol:
     per_category: bool = False  # FashionIQ: per-category metrics; top level = mean over categories
     category_gallery: bool = False  # FashionIQ: a query ranks only the gallery items of its own category
     headline: tuple[str, ...] = ()  # metrics averaged into metrics["headline"]
-    primary_metric: str = "R@10"  # drives checkpointing
+    primary_metric: str = "R@10"  # drives checkpointing; may name a subset metric, e.g. "cross/mAP"
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name:
@@ -68,11 +68,18 @@ class Protocol:
         unknown = [h for h in self.headline if h not in names or h == "headline"]
         if unknown:
             raise ValueError(f"protocol {self.name!r}: headline metrics {unknown} are not among {names}")
-        if self.primary_metric not in names:
+        choices = names + self.subset_metric_names()
+        if self.primary_metric not in choices:
             raise ValueError(
                 f"protocol {self.name!r}: primary_metric {self.primary_metric!r} is not a metric of this "
-                f"protocol; choose one of {names}"
+                f"protocol; choose one of {choices}"
             )
+
+    def subset_metric_names(self) -> list[str]:
+        """``<subset>/<metric>`` names of the fixed per_subset entries (intra / cross of domain_subsets)."""
+        if not self.domain_subsets:
+            return []
+        return [f"{subset}/{m}" for subset in ("intra", "cross") for m in [f"R@{k}" for k in self.ks] + ["mAP", "rank1"]]
 
     def metric_names(self) -> list[str]:
         """The keys of ``EvalResult.metrics`` under this protocol, in order."""
@@ -104,7 +111,7 @@ PROTOCOLS: dict[str, Protocol] = {
         Protocol("t2i", "t2i", ks=(1, 5, 10), primary_metric="mean_recall"),
         Protocol("id", "id", ks=(1, 5, 10), exclude_reference=True, primary_metric="mAP"),
         Protocol("id-intra-cross", "id", ks=(1, 5, 10), exclude_reference=True, domain_subsets=True,
-                 primary_metric="mAP"),
+                 primary_metric="cross/mAP"),
         Protocol("reid", "id", ks=(1, 5, 10), exclude_reference=True, exclude_same_identity_and_domain=True,
                  primary_metric="mAP"),
         Protocol("inshop", "id", ks=(1, 10, 20, 50), primary_metric="R@1"),
@@ -168,6 +175,14 @@ class EvalResult:
     topk_scores: torch.Tensor  # [Q, top_n] float32, padded with -inf
     subset_topk: torch.Tensor | None  # [Q, max(subset_ks)] int64 ranking within the subset, padded with -1
     per_query: PerQuery  # each query's first-positive rank and AP (fashion_bench.retrieval.per_query)
+    valid_queries: dict[str, int] = field(default_factory=dict)  # valid-query count of each sub-average
+
+    def value(self, name: str) -> float:
+        """A top-level metric, or ``<subset>/<metric>`` of per_subset."""
+        if name in self.metrics:
+            return self.metrics[name]
+        subset, _, metric = name.partition("/")
+        return self.per_subset[subset][metric]
 
 
 QUERY_FIELDS = ("query_ids", "exclude", "subset", "query_category", "query_image_index", "query_domain",
@@ -226,8 +241,13 @@ def run_protocol(
         _require(protocol, inputs, "query_domain", "gallery_domain")
         domain_ranks = {name: rank_positives(query, gallery, positives, Exclusions(exclusions.lists, *allowed), backend)
                         for name, allowed in _domain_masks(inputs).items()}
-    values = combine_metrics(protocol, {k: v for k, v in overall.items() if not k.startswith("num_")}, categories,
-                             None if reverse is None else summarise(reverse, protocol.ks))
+    i2t = None if reverse is None else summarise(reverse, protocol.ks)
+    values = combine_metrics(protocol, {k: v for k, v in overall.items() if not k.startswith("num_")}, categories, i2t)
+    valid_queries = {"all": int(overall["num_valid_queries"])}
+    if i2t is not None:
+        valid_queries["i2t"] = int(i2t["num_valid_queries"])
+    if "Rsubset" in ranks:
+        valid_queries["Rsubset"] = int(ranks["Rsubset"].counts().gt(0).sum())
 
     idx, scores = topk(query, gallery, top_n, exclusions, backend)
     return EvalResult(
@@ -240,6 +260,7 @@ def run_protocol(
         topk_scores=scores.float(),
         subset_topk=subset_topk,
         per_query=_per_query(protocol, inputs, ranks, domain_ranks, reverse),
+        valid_queries=valid_queries,
     )
 
 

@@ -141,3 +141,101 @@ def test_manifest_adapter_csv_and_jsonl(tmp_path, preprocessing):
     (tmp_path / "bad.csv").write_text(header + "a.jpg,t,p,d,test,EXTRA\n")
     with pytest.raises(DataError, match=r"bad.csv:2: malformed csv line"):
         FashionDataModule(dataset="manifest", root=str(tmp_path), adapter_args={"manifest": "bad.csv"})
+
+
+# --- contract v2: what training samples carry, task / protocol checks, P x K epochs ---------------------------
+def with_attributes(root: Path) -> Path:
+    """Give every item of the catalogue a colour (and the odd ones a sleeve) attribute."""
+    lines = [json.loads(line) for line in (root / "items.jsonl").read_text().splitlines()]
+    for n, record in enumerate(lines):
+        record["attributes"] = {"colour": ["red", "blue"][n % 2], **({"sleeve": "long"} if n % 2 else {})}
+    write_jsonl(root / "items.jsonl", lines)
+    return root
+
+
+def test_training_samples_carry_category_attributes_fields_and_views(tmp_path, tiny_encoder):
+    root = with_attributes(make_catalogue(tmp_path))
+    fields = {"first_word": FirstWordLength()}
+    pre = Preprocessing(image_spec=tiny_encoder.image_spec, tokenize=tiny_encoder.tokenize, views=3, sample_fields=fields)
+    dm = datamodule(root, pre)
+    assert dm.categories == ["bottoms", "tops"] and dm.attribute_vocab == {"colour": ["blue", "red"], "sleeve": ["long"]}
+    dataset, _ = dm.train_dataset()
+    sample = dataset[0]
+    row = dataset.rows[0]
+    assert sample["category"] == dm.categories.index(row["category"])
+    values = json.loads(row["attributes"])
+    expected = [dm.attribute_vocab[name].index(values[name]) if name in values else -1 for name in dm.attribute_vocab]
+    assert sample["attributes"].tolist() == expected and -1 in [dataset[i]["attributes"][1].item() for i in range(4)]
+    assert sample["first_word"] == len(row["text"][0].split()[0])
+    assert sample["views"].shape == (2, 3, 64, 64)
+    batch = next(iter(dm.train_dataloader()))
+    assert batch["views"].shape == (4, 2, 3, 64, 64) and batch["attributes"].shape == (4, 2) and batch["category"].shape == (4,)
+
+
+class FirstWordLength:
+    """A picklable per-sample field (loader workers fork)."""
+
+    def __call__(self, row, text: str) -> int:
+        return len(text.split()[0])
+
+
+def test_overriding_the_task_selects_its_protocol_and_a_mismatch_is_named(tmp_path, preprocessing):
+    root = make_catalogue(tmp_path)
+    assert datamodule(root, preprocessing, subdir="t2i").protocol == "t2i"
+    assert datamodule(root, preprocessing, subdir="t2i", task="id").protocol == "id"
+    with pytest.raises(ValueError, match="protocol 'cir' scores task 'cir', but the task is 'id'"):
+        datamodule(root, preprocessing, subdir="t2i", task="id", protocol="cir")
+    with pytest.raises(ValueError, match="unknown protocol 'nope'"):
+        datamodule(root, preprocessing, protocol="nope")
+    with pytest.raises(ValueError, match="primary_metric 'R@7'"):
+        datamodule(root, preprocessing, protocol={"name": "mine", "task": "t2i", "primary_metric": "R@7"})
+
+
+def test_manifest_with_task_id_is_scored_with_an_id_protocol(tmp_path):
+    """A perfect model (embedding = identity one-hot) gets R@1 = 1: the query's own image is excluded."""
+    import torch
+
+    from fashion_bench.retrieval.callback import build_eval_inputs
+    from fashion_bench.retrieval.protocols import run_protocol
+
+    (tmp_path / "img").mkdir()
+    records = []
+    for p in range(4):
+        for domain in ("shop", "live"):
+            name = f"img/p{p}-{domain}.png"
+            Image.new("RGB", (8, 8)).save(tmp_path / name)
+            records.append({"item_id": f"p{p}-{domain}", "image": name, "identity": f"p{p}", "domain": domain.replace("live", "query"), "text": [f"item {p}"]})
+    (tmp_path / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    dm = FashionDataModule(dataset="manifest", root=str(tmp_path), task="id", num_workers=0)
+    assert dm.protocol == "id"
+    split = dm.split("test")
+    onehot = {i: torch.nn.functional.one_hot(torch.tensor(int(it.identity[1:])), 4).float() for i, it in split.items.items()}
+    gallery = torch.stack([onehot[i] for i in split.gallery])
+    queries = torch.stack([onehot[q.image] for q in split.queries])
+
+    class Data:  # the slice of EvalSplit that build_eval_inputs reads
+        gallery_ids = split.gallery
+
+    Data.split = split
+    result = run_protocol(dm.protocol, build_eval_inputs(Data, queries, gallery))
+    assert result.metrics["R@1"] == 1.0 and result.metrics["mAP"] == 1.0
+
+
+def test_pk_epoch_shows_every_image_once_without_repeated_batches():
+    from fashion_bench.data.samplers import IdentityBatchSampler
+
+    identities = [f"id{i}" for i in range(50) for _ in range(40)]
+    order = [i for i, _ in IdentityBatchSampler(identities, 16, 4, seed=0)]
+    batches = [tuple(sorted(order[i:i + 64])) for i in range(0, len(order), 64)]
+    assert len(batches) == 31 and len(set(batches)) == 31
+    assert len(set(order)) == len(order) == 31 * 64  # each image at most once; 16 left over (fewer than P x K)
+    assert all(len({identities[i] for i in b}) == 16 for b in batches)
+
+
+def test_ddp_ranks_share_each_global_batch():
+    from fashion_bench.data.samplers import EpochShuffleSampler
+
+    whole = [i for i, _ in EpochShuffleSampler(40, 8, seed=3)]
+    halves = [[i for i, _ in EpochShuffleSampler(40, 4, seed=3, num_replicas=2, rank=r)] for r in (0, 1)]
+    for b in range(5):
+        assert halves[0][4 * b:4 * b + 4] + halves[1][4 * b:4 * b + 4] == whole[8 * b:8 * b + 8]

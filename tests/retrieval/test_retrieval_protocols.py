@@ -139,10 +139,13 @@ def test_protocol_dicts_and_errors():
         assert protocol.name == name
         assert json.loads(json.dumps(protocol.to_dict())) == protocol.to_dict()
         assert Protocol.from_dict(protocol.to_dict()) == protocol
-        assert protocol.primary_metric in protocol.metric_names()
+        assert protocol.primary_metric in protocol.metric_names() + protocol.subset_metric_names()
     assert Protocol.from_dict({"name": "x", "task": "cir", "ks": [1, 5], "primary_metric": "R@5"}).ks == (1, 5)
     with pytest.raises(ValueError, match=r"unknown protocol keys \['exclude_ref', 'top_k'\]"):
         Protocol.from_dict({"task": "cir", "exclude_ref": True, "top_k": 5})
+    assert PROTOCOLS["id-intra-cross"].primary_metric == "cross/mAP"  # video-to-shop selects the checkpoints
+    with pytest.raises(ValueError, match=r"primary_metric 'cross/mAP' is not a metric"):
+        Protocol(name="p", task="id", primary_metric="cross/mAP")  # no domain subsets
     with pytest.raises(ValueError, match=r"primary_metric 'R@20' is not a metric"):
         Protocol(name="p", task="cir", ks=(1, 10), primary_metric="R@20")
     with pytest.raises(ValueError, match=r"headline metrics \['Rsubset@1'\]"):
