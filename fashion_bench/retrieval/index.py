@@ -2,7 +2,7 @@
 
 The definition every result follows: a query ranks the gallery by descending inner product, computed in
 float64 from the values as given, ties going to the lower gallery index. Fast paths compute float32 scores
-(torch GEMMs) and bound their error (:func:`error_band`); whatever lies within that band of a decision is
+(torch GEMMs; faiss for a CPU top-k alone) and bound their error (:func:`error_band`); whatever lies within that band of a decision is
 rescored in float64 (:func:`pair_scores`), so fast and exact paths agree up to float64 rounding (exactly,
 for inputs whose dot products are exactly representable, e.g. quantised embeddings).
 
@@ -392,7 +392,9 @@ def topk(
     if k == 0 or len(query) == 0:
         return idx, scores
     failed = torch.arange(len(query))
-    if backend == "fast":
+    if backend == "fast" and query.device.type == "cpu":  # faiss's top-k beats the block merge on a CPU
+        failed = _faiss_topk(query, gallery, k, exclusions, idx, scores)
+    elif backend == "fast":
         failed = torch.cat([_block_topk(query, gallery, k, exclusions, rows, idx, scores)
                             for rows in failed.split(QUERY_BLOCK)])
     fill_exact_topk(query, gallery, exclusions, failed, idx, scores)
@@ -419,3 +421,34 @@ def fill_exact_topk(
     for chunk, order, sorted_scores in exact_orders(query, gallery, exclusions, rows):
         idx[chunk, :width] = order[:, :width]
         scores[chunk, :width] = sorted_scores[:, :width]
+
+
+def _faiss_topk(
+    query: Embeddings, gallery: Embeddings, k: int, exclusions: Exclusions, idx: Tensor, scores: Tensor
+) -> Tensor:
+    """Fill ``idx``/``scores`` from faiss candidates rescored in float64; returns the rows not certified.
+
+    faiss returns the top kk by float32 score in an unspecified tie order. A row is certified when its k-th
+    item (after exclusions, exact order) scores above the kk-th float32 candidate plus the error band: then
+    no item outside the candidates can belong to the top k.
+    """
+    import faiss
+
+    size = len(gallery)
+    band = error_band(query, gallery)
+    excluded = exclusions.lists.counts()
+    failed = []
+    for rows in torch.arange(len(query)).split(QUERY_BLOCK):
+        kk = min(size, k + TOPK_MARGIN + int(excluded[rows].max()))
+        d32, cand = faiss.knn(query.f32[rows].numpy(), gallery.f32.numpy(), kk, metric=faiss.METRIC_INNER_PRODUCT)
+        cand = torch.from_numpy(cand)
+        exact = pair_scores(query, gallery, rows[:, None], cand)
+        exact.masked_fill_(exclusions.contains(rows[:, None], cand), -torch.inf)
+        order, sorted_scores = order_candidates(cand, exact)
+        width = min(k, kk)
+        idx[rows, :width] = order[:, :width]
+        scores[rows, :width] = sorted_scores[:, :width]
+        if kk < size:
+            sure = sorted_scores[:, k - 1] > torch.from_numpy(d32[:, -1]).double() + band[rows]
+            failed.append(rows[~sure])
+    return torch.cat(failed) if failed else torch.empty(0, dtype=torch.int64)
