@@ -64,6 +64,12 @@ def demo_steps() -> list[Step]:
     steps += fit_and_test("reid-baseline__synth-id", *two_epochs)
     steps += fit_and_test("multiprompt-stage1__synth-id", "--trainer.max_epochs", "5")
     steps += fit_and_test("multiprompt__synth-id", *two_epochs)
+    one_epoch = ("--trainer.max_epochs", "1")  # the three newer methods at a short schedule, same as their baselines
+    steps += fit_and_test("enclip__synth-t2i", *one_epoch)
+    steps += fit_and_test("clip-finetune__synth-t2i", *one_epoch) + fit_and_test("fashionklip__synth-t2i", *one_epoch)
+    steps += fit_and_test("progressive-stage2__synth-t2i", *one_epoch)
+    for config in ("progressive__synth-cir", "progressive-nostage2__synth-cir", "progressive-fixedweights__synth-cir"):
+        steps += fit_and_test(config)  # the budget of clip__synth-cir, which the full model is compared with
     return steps
 
 

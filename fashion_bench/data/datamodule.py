@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
-import torch
 from torch.utils.data import DataLoader
 
 from fashion_bench.contracts import TASKS, Preprocessing, query_kind

@@ -25,7 +25,6 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 from fashion_bench.atomic import atomic_open, write_text_atomic
-from fashion_bench.contracts import TASKS  # noqa: F401  (re-exported for adapters)
 
 
 class DataError(ValueError):

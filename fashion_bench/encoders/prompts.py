@@ -103,7 +103,7 @@ class TextPrompts(nn.Module):
 
     def forward(self, clip: nn.Module, identities: torch.Tensor) -> torch.Tensor:
         """Features [B, D] of the identities [B] (see the class docstring for the template mean)."""
-        n, (t, length) = identities.shape[0], self.tokens.shape
+        n, t = identities.shape[0], self.tokens.shape[0]
         base = clip.token_embedding(self.tokens)  # [T, L, W]
         learned = torch.cat([self.shared_tokens.expand(n, -1, -1), self.context_tokens[identities]], dim=1)  # [B, C, W]
         embeddings = base.unsqueeze(0).repeat(n, 1, 1, 1)  # [B, T, L, W]

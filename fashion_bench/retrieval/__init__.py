@@ -12,23 +12,17 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from fashion_bench.retrieval.export import write_cirr_submission
     from fashion_bench.retrieval.metrics import evaluate
-    from fashion_bench.retrieval.protocols import (
-        PROTOCOLS,
-        EvalInputs,
-        EvalResult,
-        Protocol,
-        get_protocol,
-        run_protocol,
-    )
+    from fashion_bench.retrieval.engine import EvalInputs, EvalResult, run_protocol
+    from fashion_bench.retrieval.protocols import PROTOCOLS, Protocol, get_protocol
 
 _EXPORTS = {
     "evaluate": "metrics",
     "Protocol": "protocols",
-    "EvalInputs": "protocols",
-    "EvalResult": "protocols",
+    "EvalInputs": "engine",
+    "EvalResult": "engine",
     "PROTOCOLS": "protocols",
     "get_protocol": "protocols",
-    "run_protocol": "protocols",
+    "run_protocol": "engine",
     "write_cirr_submission": "export",
 }
 __all__ = sorted(_EXPORTS)

@@ -30,7 +30,8 @@ from fashion_bench.data.datasets import join_captions
 from fashion_bench.data.schema import DataError
 from fashion_bench.methods.encode import all_gather_rows, gather_objects, rank_share
 from fashion_bench.retrieval.per_query import write_per_query
-from fashion_bench.retrieval.protocols import EvalInputs, EvalResult, get_protocol, run_protocol
+from fashion_bench.retrieval.engine import EvalInputs, EvalResult, run_protocol
+from fashion_bench.retrieval.protocols import get_protocol
 from fashion_bench.atomic import atomic_open, write_json_atomic
 from fashion_bench.contracts import SCHEMA_VERSION
 from fashion_bench.retrieval.results import git_sha, hardware, now_iso, versions

@@ -196,7 +196,7 @@ def test_manifest_with_task_id_is_scored_with_an_id_protocol(tmp_path):
     import torch
 
     from fashion_bench.retrieval.callback import build_eval_inputs
-    from fashion_bench.retrieval.protocols import run_protocol
+    from fashion_bench.retrieval.engine import run_protocol
 
     (tmp_path / "img").mkdir()
     records = []

@@ -39,5 +39,5 @@ def synthetic_loader(
 
 
 register(DatasetInfo("canonical", task="t2i", protocol="t2i", loader=canonical_loader))
-for _name, _task, _protocol in (("synth-t2i", "t2i", "t2i"), ("synth-id", "id", "id-intra-cross"), ("synth-cir", "cir", "fashioniq-pooled")):
+for _name, _task, _protocol in (("synth-t2i", "t2i", "t2i"), ("synth-id", "id", "id-intra-cross"), ("synth-cir", "cir", "fashioniq")):
     register(DatasetInfo(_name, task=_task, protocol=_protocol, loader=synthetic_loader, default_root=default_synthetic_root()))

@@ -48,7 +48,7 @@ def evaluate_split(protocol: str, split: Split, scores: dict[str, dict[str, floa
     through the evaluator's own ``build_eval_inputs``, so the adapter's categories, exclusions and subsets are
     what is tested."""
     from fashion_bench.retrieval.callback import build_eval_inputs
-    from fashion_bench.retrieval.protocols import run_protocol
+    from fashion_bench.retrieval.engine import run_protocol
 
     position = {item_id: i for i, item_id in enumerate(split.gallery)}
     query_emb = torch.zeros(len(split.queries), len(split.gallery))
