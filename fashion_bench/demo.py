@@ -69,7 +69,7 @@ def demo_steps() -> list[Step]:
     steps += fit_and_test("clip-finetune__synth-t2i", *one_epoch) + fit_and_test("fashionklip__synth-t2i", *one_epoch)
     steps += fit_and_test("progressive-stage2__synth-t2i", *one_epoch)
     for config in ("progressive__synth-cir", "progressive-nostage2__synth-cir", "progressive-fixedweights__synth-cir"):
-        steps += fit_and_test(config)  # the budget of clip__synth-cir, which the full model is compared with
+        steps += fit_and_test(config, *one_epoch)
     return steps
 
 
