@@ -17,10 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-import yaml
 
 from fashion_bench.report.collect import SPLITS
-from fashion_bench.report.regression import ExpectedFileError
+from fashion_bench.report.regression import ExpectedFileError, read_yaml
 from fashion_bench.report.stats import Comparison
 from fashion_bench.report.tables import Row, Table, md_row
 
@@ -65,14 +64,7 @@ class ClaimResult:
 
 def load_claims(path: str | Path) -> list[Claim]:
     """Parse a claims file; raises :class:`ExpectedFileError` naming the file, entry and field."""
-    path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError) as err:
-        raise ExpectedFileError(f"{path}: cannot read ({err})") from None
-    except yaml.YAMLError as err:
-        raise ExpectedFileError(f"{path}: invalid YAML ({err})") from None
-    return parse_claims(data, str(path))
+    return parse_claims(read_yaml(Path(path)), str(path))
 
 
 def parse_claims(data: Any, source: str) -> list[Claim]:

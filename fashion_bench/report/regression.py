@@ -65,16 +65,19 @@ class RegressionResult:
                 f"failed, {len(self.missing)} expectation(s) without a run")
 
 
-def load_expected(path: str | Path) -> list[Expectation]:
-    """Parse an expected-results file; an empty file is an empty list."""
-    path = Path(path)
+def read_yaml(path: Path) -> Any:
+    """A YAML file's data; an unreadable file or invalid YAML raises :class:`ExpectedFileError` naming it."""
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError) as err:
         raise ExpectedFileError(f"{path}: cannot read ({err})") from None
     except yaml.YAMLError as err:
         raise ExpectedFileError(f"{path}: invalid YAML ({err})") from None
-    return parse_expected(data, str(path))
+
+
+def load_expected(path: str | Path) -> list[Expectation]:
+    """Parse an expected-results file; an empty file is an empty list."""
+    return parse_expected(read_yaml(Path(path)), str(path))
 
 
 def parse_expected(data: Any, source: str) -> list[Expectation]:
