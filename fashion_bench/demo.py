@@ -66,6 +66,8 @@ def demo_steps() -> list[Step]:
     steps += fit_and_test("multiprompt__synth-id", *two_epochs)
     one_epoch = ("--trainer.max_epochs", "1")  # the three newer methods at a short schedule, same as their baselines
     steps += fit_and_test("enclip__synth-t2i", *one_epoch)
+    steps += [zero_shot("clip__synth-t2i-lowq")] + fit_and_test("clip__synth-t2i-lowq", *one_epoch)
+    steps += fit_and_test("enclip__synth-t2i-lowq", *one_epoch)
     steps += fit_and_test("clip-finetune__synth-t2i", *one_epoch) + fit_and_test("fashionklip__synth-t2i", *one_epoch)
     steps += fit_and_test("progressive-stage2__synth-t2i", *one_epoch)
     for config in ("progressive__synth-cir", "progressive-nostage2__synth-cir", "progressive-fixedweights__synth-cir"):

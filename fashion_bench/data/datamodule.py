@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,7 +31,7 @@ from fashion_bench.data.datasets import (
 from fashion_bench.data.samplers import EpochShuffleSampler, IdentityBatchSampler
 from fashion_bench.data.schema import DataError, Split
 from fashion_bench.data.store import arrow_rows
-from fashion_bench.data.transforms import build_image_transform, image_available
+from fashion_bench.data.transforms import Degradation, build_image_transform, image_available
 from fashion_bench.retrieval.protocols import PROTOCOLS, get_protocol
 
 log = logging.getLogger(__name__)
@@ -78,6 +79,10 @@ class FashionDataModule(pl.LightningDataModule):
         train_augment: bool = False,
         cache_dir: str | None = None,
         adapter_args: dict[str, Any] | None = None,
+        degrade: dict[str, Any] | None = None,
+        degrade_on: str = "both",
+        train_fraction: float = 1.0,
+        max_train_items: int | None = None,
         seed: int = 0,
     ) -> None:
         """
@@ -91,6 +96,10 @@ class FashionDataModule(pl.LightningDataModule):
                 failing with the list of missing files.
             target_pad_ratio: TargetPad images whose aspect ratio exceeds this (CLIP4Cir uses 1.25).
             cache_dir: where manifests are cached as Arrow tables (default: memory only).
+            degrade: low-quality images (``transforms.Degradation``: ``size: [60, 80]``, ``jpeg_quality``, ``blur``)
+                applied on ``degrade_on``: ``train``, ``eval`` or ``both``.
+            train_fraction / max_train_items: limited training data, a deterministic subset of the training split
+                chosen by a hash of each identity (t2i / id; every image of a kept product stays) or query (cir).
             seed: seed of the training order and per-sample choices (set by the CLI from ``seed_everything``).
         """
         super().__init__()
@@ -111,6 +120,15 @@ class FashionDataModule(pl.LightningDataModule):
         self.skip_missing_images = skip_missing_images
         self.target_pad_ratio, self.train_augment = target_pad_ratio, train_augment
         self.cache_dir = Path(cache_dir) if cache_dir else None
+        self.degradation = Degradation(**{k: tuple(v) if isinstance(v, list) else v for k, v in (degrade or {}).items()}) if degrade else None
+        if degrade_on not in DEGRADE_ON:
+            raise ValueError(f"unknown degrade_on {degrade_on!r}; expected one of {DEGRADE_ON}")
+        self.degrade_on = degrade_on
+        if not 0.0 < train_fraction <= 1.0:
+            raise ValueError(f"train_fraction must be in (0, 1], got {train_fraction!r}")
+        if max_train_items is not None and max_train_items < 1:
+            raise ValueError(f"max_train_items must be a positive integer, got {max_train_items!r}")
+        self.train_fraction, self.max_train_items = train_fraction, max_train_items
         self.seed = seed
         self.preprocessing: Preprocessing | None = None
         self._splits: dict[str, Split] = {}
@@ -144,6 +162,8 @@ class FashionDataModule(pl.LightningDataModule):
         name = self.split_names[role]
         if name not in self._splits:
             split = self._load(name)
+            if role == "train":
+                split = limit_training(split, self.train_fraction, self.max_train_items)
             self._check_images(split)
             self._splits[name] = split
         return self._splits[name]
@@ -201,7 +221,9 @@ class FashionDataModule(pl.LightningDataModule):
         assert self.preprocessing is not None
         spec = self.preprocessing.image_spec
         transform = build_image_transform(spec, train=train, target_pad_ratio=self.target_pad_ratio, augment=self.train_augment)
-        return ImageLoader(self.resolved_root_for_images, transform, image_size=spec.size, skip_missing=self.skip_missing_images)
+        degrade = self.degradation if self.degrade_on in ("both", "train" if train else "eval") else None
+        return ImageLoader(self.resolved_root_for_images, transform, image_size=spec.size,
+                           skip_missing=self.skip_missing_images, degrade=degrade)
 
     def _rows(self, kind: str, rows: list[dict[str, Any]]):
         return arrow_rows(kind, rows, self.cache_dir)
@@ -340,6 +362,31 @@ class FashionDataModule(pl.LightningDataModule):
 
     def predict_dataloader(self) -> DataLoader:
         return self.eval_split("test").gallery_loader
+
+
+DEGRADE_ON = ("train", "eval", "both")
+
+
+def limit_training(split: Split, fraction: float, max_items: int | None) -> Split:
+    """A deterministic subset of a training split: identities (t2i / id) or queries (cir) ordered by a hash of
+    their id, the first ``fraction`` of them, then at most ``max_items`` images (queries for cir)."""
+    if fraction >= 1.0 and max_items is None:
+        return split
+
+    def rank(key: str) -> int:
+        return zlib.crc32(key.encode())
+
+    if split.queries:
+        queries = sorted(split.queries, key=lambda q: rank(q.query_id))[: max(1, int(len(split.queries) * fraction))]
+        position = {id(q): n for n, q in enumerate(split.queries)}
+        queries = sorted(queries[:max_items], key=lambda q: position[id(q)])
+        used = {i for q in queries for i in (*q.positives, *q.exclude, *q.subset, *([q.image] if q.image else []))}
+        gallery = [i for i in split.gallery if i in used]
+        return Split(split.name, {i: split.items[i] for i in used | set(gallery)}, gallery, queries)
+    identities = sorted({split.items[i].identity for i in split.gallery}, key=rank)
+    kept = set(identities[: max(1, int(len(identities) * fraction))])
+    gallery = [i for i in split.gallery if split.items[i].identity in kept][:max_items]
+    return Split(split.name, {i: split.items[i] for i in gallery}, gallery, [])
 
 
 def _item_row(item) -> dict[str, Any]:

@@ -42,25 +42,30 @@ def sample_rng(seed: int, epoch: int, index: int) -> random.Random:
 class ImageLoader:
     """Decodes item images; optionally substitutes a blank image for missing / corrupt ones and counts them."""
 
-    def __init__(self, root: Path, transform: Transform, *, image_size: int, skip_missing: bool = False) -> None:
+    def __init__(
+        self, root: Path, transform: Transform, *, image_size: int, skip_missing: bool = False,
+        degrade: Callable[[Any], Any] | None = None,
+    ) -> None:
         self.root = Path(root)
         self.transform = transform
         self.image_size = image_size
         self.skip_missing = skip_missing
+        self.degrade = degrade  # applied to the full-resolution decode (no JPEG draft shortcut then)
 
     def __call__(self, item_id: str, image: str) -> tuple[torch.Tensor, bool]:
         path = Path(image)
         if not path.is_absolute():
             path = self.root / path
         try:
-            pil = decode_image(path, target_size=self.image_size, where=f"item '{item_id}' image {path}")
+            target = None if self.degrade is not None else self.image_size
+            pil = decode_image(path, target_size=target, where=f"item '{item_id}' image {path}")
         except DataError:
             if not self.skip_missing:
                 raise
             from PIL import Image
 
             return self.transform(Image.new("RGB", (self.image_size, self.image_size))), False
-        return self.transform(pil), True
+        return self.transform(self.degrade(pil) if self.degrade is not None else pil), True
 
 
 class _KeyedDataset(Dataset):

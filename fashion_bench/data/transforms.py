@@ -179,6 +179,39 @@ class TargetPad:
         return f"TargetPad(ratio={self.ratio})"
 
 
+@dataclass(frozen=True)
+class Degradation:
+    """Low-quality images on purpose (ENCLIP's setting: small, re-compressed product photos): resize down to
+    ``size`` (width, height; e.g. 60 x 80) and back up, re-encode as JPEG at ``jpeg_quality``, then a Gaussian blur
+    of radius ``blur``. Applied to the decoded full-resolution image, before the encoder's own transform."""
+
+    size: tuple[int, int] | None = None
+    jpeg_quality: int | None = None
+    blur: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.size is not None and (len(self.size) != 2 or min(self.size) < 1):
+            raise ValueError(f"degrade.size must be [width, height] with positive sides, got {self.size!r}")
+        if self.jpeg_quality is not None and not 1 <= self.jpeg_quality <= 95:
+            raise ValueError(f"degrade.jpeg_quality must be in 1..95, got {self.jpeg_quality!r}")
+        if self.blur < 0:
+            raise ValueError(f"degrade.blur must be >= 0, got {self.blur!r}")
+
+    def __call__(self, image: Image.Image) -> Image.Image:
+        from PIL import ImageFilter
+
+        if self.size is not None:
+            original = image.size
+            image = image.resize(tuple(self.size), Image.BILINEAR).resize(original, Image.BICUBIC)
+        if self.jpeg_quality is not None:
+            buffer = io.BytesIO()
+            image.save(buffer, format="JPEG", quality=self.jpeg_quality)
+            image = Image.open(io.BytesIO(buffer.getvalue())).convert("RGB")
+        if self.blur:
+            image = image.filter(ImageFilter.GaussianBlur(self.blur))
+        return image
+
+
 INTERPOLATIONS = {"bicubic": "BICUBIC", "bilinear": "BILINEAR", "nearest": "NEAREST"}
 RESIZE_MODES = ("shortest", "longest", "squash")
 

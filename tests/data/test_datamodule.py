@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 from PIL import Image
 
 from fashion_bench.contracts import Preprocessing
@@ -239,3 +240,30 @@ def test_ddp_ranks_share_each_global_batch():
     halves = [[i for i, _ in EpochShuffleSampler(40, 4, seed=3, num_replicas=2, rank=r)] for r in (0, 1)]
     for b in range(5):
         assert halves[0][4 * b:4 * b + 4] + halves[1][4 * b:4 * b + 4] == whole[8 * b:8 * b + 8]
+
+
+def test_degradation_and_limited_training_data(tmp_path, preprocessing):
+    from fashion_bench.data.transforms import Degradation
+
+    root = make_catalogue(tmp_path, n_products=8)
+    full = datamodule(root, preprocessing)
+    limited = datamodule(root, preprocessing, train_fraction=0.5, degrade={"size": [4, 6], "jpeg_quality": 30}, degrade_on="train")
+    kept = {limited.split("train").items[i].identity for i in limited.split("train").gallery}
+    assert len(kept) == 4 and kept == {datamodule(root, preprocessing, train_fraction=0.5).split("train").items[i].identity
+                                       for i in datamodule(root, preprocessing, train_fraction=0.5).split("train").gallery}
+    assert all(i.split("-")[0] in kept for i in limited.split("train").gallery)  # every image of a kept product
+    assert len(datamodule(root, preprocessing, max_train_items=5).split("train").gallery) == 5
+    assert limited.split("val").gallery == full.split("val").gallery  # evaluation splits are untouched
+    item = full.split("train").gallery[0]
+    image = full.split("train").items[item].image
+    clean, _ = full._images(train=True)(item, image)
+    degraded, _ = limited._images(train=True)(item, image)
+    assert not torch.equal(clean, degraded) and torch.equal(limited._images(train=False)(item, image)[0], full._images(train=False)(item, image)[0])
+    small = Degradation(size=(2, 2))(Image.new("RGB", (32, 48), (200, 10, 10)))
+    assert small.size == (32, 48)
+    with pytest.raises(ValueError, match="train_fraction must be in"):
+        datamodule(root, preprocessing, train_fraction=0.0)
+    with pytest.raises(ValueError, match="unknown degrade_on 'gallery'"):
+        datamodule(root, preprocessing, degrade={"blur": 1.0}, degrade_on="gallery")
+    with pytest.raises(ValueError, match="jpeg_quality must be in 1..95"):
+        datamodule(root, preprocessing, degrade={"jpeg_quality": 0})
