@@ -205,7 +205,7 @@ def test_manifest_with_task_id_is_scored_with_an_id_protocol(tmp_path):
         for domain in ("shop", "live"):
             name = f"img/p{p}-{domain}.png"
             Image.new("RGB", (8, 8)).save(tmp_path / name)
-            records.append({"item_id": f"p{p}-{domain}", "image": name, "identity": f"p{p}", "domain": domain.replace("live", "query"), "text": [f"item {p}"]})
+            records.append({"item_id": f"p{p}-{domain}", "image": name, "identity": f"p{p}", "domain": domain.replace("live", "query"), "text": [f"item {p}"], "split": "test"})
     (tmp_path / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
     dm = FashionDataModule(dataset="manifest", root=str(tmp_path), task="id", num_workers=0)
     assert dm.protocol == "id"
