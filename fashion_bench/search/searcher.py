@@ -72,6 +72,11 @@ class Searcher:
         return len(self._contents.items)
 
     @property
+    def item_ids(self) -> list[str]:
+        """The indexed item ids, in index order (``serve`` picks random ones for "pick an image")."""
+        return [item.item_id for item in self._contents.items]
+
+    @property
     def categories(self) -> list[str]:
         return sorted({c for c in self._categories.tolist() if c})
 
