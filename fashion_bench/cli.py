@@ -32,6 +32,7 @@ Data and results:
 Search your catalogue (docs/search.md):
   index      embed a catalogue with a trained method:  fashion-bench index --run RUN_DIR --catalogue FILE --out DIR [--add]
   search     query an index:                           fashion-bench search --index DIR --text "red striped dress" [--image FILE] [--json | --html out.html]
+  serve      a search page + JSON API (docs/serve.md):  fashion-bench serve --index DIR [--host 127.0.0.1 --port 8000]
 
 Each command has its own --help. Runs go to runs/<experiment>/<YYYYmmdd-HHMMSS>_seed<S>/.
 """
@@ -61,6 +62,10 @@ def main(argv: list[str] | None = None) -> int:
         from fashion_bench.search import cli as search_cli
 
         return (search_cli.index_main if command == "index" else search_cli.search_main)(rest)
+    if command == "serve":
+        from fashion_bench.serve.cli import main as serve_main
+
+        return serve_main(rest)
     if command in LIGHTNING_VERBS or command == "eval":
         from fashion_bench.user_errors import UserErrors
 
