@@ -12,6 +12,7 @@ by default.
 from __future__ import annotations
 
 import time
+import warnings
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,7 @@ from fashion_bench.provenance import config_hash
 from fashion_bench.retrieval.callback import RetrievalEvaluator
 from fashion_bench.retrieval.results import now_iso
 from fashion_bench.stages import StagePublisher, newest_run, resolve_artefact, restoring_weights, run_seed
+from fashion_bench.user_errors import note_run_dir, release
 
 DEFAULT_RUNS_ROOT = "runs"
 DEFAULT_SEED = 0
@@ -70,6 +72,14 @@ class PeriodicLastCheckpoint(pl.Callback):
     def on_train_batch_end(self, trainer: pl.Trainer, *args: Any) -> None:
         if self.every_n_steps and trainer.global_step % self.every_n_steps == 0:
             trainer.save_checkpoint(Path(trainer.default_root_dir) / "checkpoints" / "last.ckpt")
+
+
+class ReleaseStderr(pl.Callback):
+    """Once the data is set up (its files read) the run has started: stderr is given back
+    (``fashion_bench.user_errors``), so progress bars and logs show as they come."""
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        release()
 
 
 class FashionCLI(LightningCLI):
@@ -138,6 +148,7 @@ class FashionCLI(LightningCLI):
                 suffix += 1
                 run_dir = root / self.experiment / f"{stamp}-{suffix}_seed{seed}"
         self.run_dir = run_dir
+        note_run_dir(run_dir)
         cfg["trainer"]["default_root_dir"] = str(run_dir)
         if cfg["trainer"].get("logger") in (None, True):
             cfg["trainer"]["logger"] = {
@@ -156,6 +167,7 @@ class FashionCLI(LightningCLI):
         method_name = getattr(self.model, "method_name", type(self.model).__name__)
         if self.subcommand == "fit":
             self.trainer.callbacks.append(StagePublisher())
+        self.trainer.callbacks.append(ReleaseStderr())
         seed = int(cfg["seed_everything"]) if self.checkpoint_seed is None else self.checkpoint_seed
         for callback in self.trainer.callbacks:
             if isinstance(callback, RetrievalEvaluator):
@@ -187,7 +199,15 @@ def _plain(node: Any) -> Any:
 
 
 def run(argv: list[str]) -> int:
-    FashionCLI(
+    build(argv)
+    return 0
+
+
+def build(argv: list[str]) -> FashionCLI:
+    """Parse ``argv``, build the model and data and run the subcommand; the CLI object holds ``run_dir``."""
+    # `fashion-bench` passes its own arguments as `args`; Lightning warns when sys.argv holds them too
+    warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
+    return FashionCLI(
         RetrievalMethod,
         FashionDataModule,
         subclass_mode_model=True,
@@ -199,4 +219,3 @@ def run(argv: list[str]) -> int:
         experiment=experiment_name(argv),
         auto_configure_optimizers=False,
     )
-    return 0
