@@ -76,3 +76,7 @@ def server(searcher) -> Iterator[str]:
     yield f"http://127.0.0.1:{port}"
     uv.should_exit = True
     thread.join(timeout=10)
+
+
+def pytest_configure(config) -> None:
+    config.addinivalue_line("markers", "browser: the page in headless Chromium (make test-browser)")

@@ -2,7 +2,7 @@
 "use strict";
 
 const $ = (id) => document.getElementById(id);
-const state = { reference: null, kinds: [] };
+const state = { reference: null, placeholder: "" };
 
 function showError(message) {
   $("error").textContent = message;
@@ -69,6 +69,8 @@ function setReference(hit) {
     $("query-text").value = "";
     $("query-text").placeholder = "describe the change, e.g. in blue";
     $("query-text").focus();
+  } else {
+    $("query-text").placeholder = state.placeholder;
   }
 }
 
@@ -118,10 +120,9 @@ async function loadInfo() {
   try {
     const info = await callApi("/api/info");
     const index = info.index || {};
-    const parts = [index.method && `method ${index.method}`, index.experiment && `experiment ${index.experiment}`,
+    const parts = [index.method_name && `method ${index.method_name}`, index.experiment && `experiment ${index.experiment}`,
       `${info.count} items`, index.kind && `${index.kind} index`].filter(Boolean);
     $("index-info").textContent = parts.join(" · ");
-    state.kinds = info.query_kinds;
     $("query-kinds").replaceChildren(...info.query_kinds.map((kind) => {
       const badge = document.createElement("span");
       badge.className = "kind";
@@ -135,6 +136,7 @@ async function loadInfo() {
 }
 
 document.addEventListener("DOMContentLoaded", () => {
+  state.placeholder = $("query-text").placeholder;
   $("search-form").addEventListener("submit", (event) => {
     event.preventDefault();
     search();
