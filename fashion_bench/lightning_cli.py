@@ -25,6 +25,7 @@ from fashion_bench.data.datamodule import FashionDataModule
 from fashion_bench.methods.base import RetrievalMethod
 from fashion_bench.provenance import config_hash
 from fashion_bench.retrieval.callback import RetrievalEvaluator
+from fashion_bench.timing import PhaseTimer
 from fashion_bench.retrieval.results import now_iso
 from fashion_bench.stages import StagePublisher, newest_run, resolve_artefact, restoring_weights, run_seed
 from fashion_bench.user_errors import note_run_dir, release
@@ -168,6 +169,7 @@ class FashionCLI(LightningCLI):
         if self.subcommand == "fit":
             self.trainer.callbacks.append(StagePublisher())
         self.trainer.callbacks.append(ReleaseStderr())
+        self.trainer.callbacks.append(PhaseTimer())  # results.json `timing`: where the run's time went
         seed = int(cfg["seed_everything"]) if self.checkpoint_seed is None else self.checkpoint_seed
         for callback in self.trainer.callbacks:
             if isinstance(callback, RetrievalEvaluator):

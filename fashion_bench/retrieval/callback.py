@@ -35,6 +35,7 @@ from fashion_bench.retrieval.protocols import get_protocol
 from fashion_bench.atomic import atomic_open, write_json_atomic
 from fashion_bench.contracts import SCHEMA_VERSION
 from fashion_bench.retrieval.results import git_sha, hardware, now_iso, versions
+from fashion_bench.timing import PhaseTimer
 
 log = logging.getLogger(__name__)
 
@@ -270,6 +271,9 @@ class RetrievalEvaluator(pl.Callback):
             "epoch": trainer.current_epoch,
             "global_step": trainer.global_step,
         }
+        timer = next((c for c in trainer.callbacks if isinstance(c, PhaseTimer)), None)
+        if timer is not None:
+            payload["timing"] = timer.snapshot()
         if scored:
             self.last_payload = payload
             write_json_atomic(run_dir / self.results_file, payload)

@@ -98,6 +98,9 @@ def test_every_synthetic_config_fits_and_tests(config, tiny_world, tiny_weights,
         assert payload["num_valid_queries"] > 0
         assert all(0.0 <= v <= 1.0 for v in payload["metrics"].values())
         assert payload["metrics"]["R@1"] <= payload["metrics"]["R@5"] <= payload["metrics"]["R@10"]
+        timing = payload["timing"]  # where the run's time went
+        assert timing["startup_s"] > 0 and timing["evaluation_s"] > 0
+        assert (timing["train_step_s"] > 0) == (payload["stage"] == "val")
     run_dir = next((runs / config.stem).glob("*/checkpoints/last.ckpt")).parent.parent
     assert (run_dir / "config.yaml").exists() and (run_dir / "metrics.csv").exists()
 
