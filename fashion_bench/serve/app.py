@@ -31,6 +31,7 @@ STATIC_DIR = Path(__file__).parent / "static"
 DEFAULT_MAX_UPLOAD_BYTES = 10 * 1024 * 1024
 MAX_K = 100
 MAX_TEXT_CHARS = 1000
+SEARCH_FIELDS = ("text", "reference", "k", "category", "image")
 log = logging.getLogger("fashion_bench.serve")
 
 
@@ -150,14 +151,21 @@ async def parse_search_request(request: Request, max_upload_bytes: int) -> Searc
         if not isinstance(fields, dict):
             raise HTTPException(400, "the JSON body must be an object: {\"text\": ..., \"reference\": ..., \"k\": ...}")
     elif content_type in ("multipart/form-data", "application/x-www-form-urlencoded"):
-        form = await request.form(max_files=1, max_fields=10)
-        fields = {key: value for key, value in form.items() if not isinstance(value, UploadFile)}
-        upload = form.get("image")
-        if isinstance(upload, UploadFile) and upload.filename:
-            image = decode_image(await upload.read(max_upload_bytes + 1), upload.filename, max_upload_bytes)
+        fields = dict((await request.form(max_files=1, max_fields=10)).items())
+        upload = fields.get("image")
+        if isinstance(upload, UploadFile):
+            del fields["image"]
+            if upload.filename:  # a form's empty file input sends a part without a file name
+                image = decode_image(await upload.read(max_upload_bytes + 1), upload.filename, max_upload_bytes)
     else:
         raise HTTPException(415, "send the search as application/json or multipart/form-data "
                                  f"(got '{content_type or 'no content type'}')")
+    unknown = sorted(set(fields) - set(SEARCH_FIELDS))
+    if unknown:
+        raise HTTPException(422, f"unknown field(s) {', '.join(map(repr, unknown))}; a search takes "
+                                 f"{', '.join(SEARCH_FIELDS)} (image: a file in a multipart/form-data upload)")
+    if "image" in fields:  # a JSON value or a plain form field, not a file
+        raise HTTPException(422, "'image' must be a file, uploaded as multipart/form-data")
     return SearchRequest(text=_text_field(fields, "text"), reference=_text_field(fields, "reference"), image=image,
                          k=_k_field(fields.get("k")), category=_text_field(fields, "category"))
 
