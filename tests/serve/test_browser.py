@@ -101,7 +101,7 @@ def test_search_then_refine_by_clicking_a_result(page):
     chosen = first[2]
     cards(page, "results")[2].click()
     wait_for(page, lambda d: by_id(d, "reference").is_displayed(), "the reference panel")
-    assert by_id(page, "reference-label").text == chosen
+    assert by_id(page, "reference-label").text == f"item {chosen}"
 
     search_for(page, "in blue")
     wait_for(page, lambda d: "image+text query" in by_id(d, "status").text, "the composed query's results")
@@ -115,7 +115,7 @@ def test_pick_from_the_catalogue_and_upload(page, tmp_path: Path):
     wait_for(page, lambda d: len(cards(d, "picks")) == 12, "12 catalogue picks")
     picked = cards(page, "picks")[0].get_attribute("data-item-id")
     cards(page, "picks")[0].click()
-    assert by_id(page, "reference-label").text == picked and not by_id(page, "picks").is_displayed()
+    assert by_id(page, "reference-label").text == f"item {picked}" and not by_id(page, "picks").is_displayed()
     search_for(page, "")
     wait_for(page, lambda d: f"reference {picked} (image query" in by_id(d, "status").text, "the picked item's results")
 
@@ -123,8 +123,11 @@ def test_pick_from_the_catalogue_and_upload(page, tmp_path: Path):
     upload = tmp_path / "query.jpg"
     Image.new("RGB", (64, 64), "navy").save(upload, "JPEG")
     by_id(page, "query-image").send_keys(str(upload))
+    assert by_id(page, "reference-label").text == "uploaded query.jpg"
     search_for(page, "")
     wait_for(page, lambda d: "uploaded image (image query" in by_id(d, "status").text, "the uploaded image's results")
+    search_for(page, "with stripes")
+    wait_for(page, lambda d: "uploaded image (image+text query" in by_id(d, "status").text, "a composed upload's results")
 
     not_an_image = tmp_path / "notes.png"
     not_an_image.write_bytes(b"these are notes, not a picture")

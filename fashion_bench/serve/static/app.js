@@ -2,7 +2,7 @@
 "use strict";
 
 const $ = (id) => document.getElementById(id);
-const state = { reference: null, placeholder: "" };
+const state = { reference: null, uploadUrl: null, placeholder: "" };
 
 function showError(message) {
   $("error").textContent = message;
@@ -59,19 +59,36 @@ function card(hit, onClick, title) {
   return element;
 }
 
-function setReference(hit) {
-  state.reference = hit;
-  $("query-image").value = "";
-  $("reference").hidden = !hit;
-  if (hit) {
-    $("reference-image").src = hit.image_url;
-    $("reference-label").textContent = hit.item_id;
-    $("query-text").value = "";
+function showQueryImage(src, label) {
+  $("reference").hidden = !src;
+  if (state.uploadUrl) URL.revokeObjectURL(state.uploadUrl);
+  state.uploadUrl = null;
+  if (src) {
+    $("reference-image").src = src;
+    $("reference-label").textContent = label;
     $("query-text").placeholder = "describe the change, e.g. in blue";
-    $("query-text").focus();
   } else {
     $("query-text").placeholder = state.placeholder;
   }
+}
+
+function setReference(hit) {
+  state.reference = hit;
+  $("query-image").value = "";
+  showQueryImage(hit && hit.image_url, hit && `item ${hit.item_id}`);
+  if (hit) {
+    $("query-text").value = "";
+    $("query-text").focus();
+  }
+}
+
+function useUpload() {
+  const file = $("query-image").files[0];
+  if (!file) return;
+  state.reference = null;
+  const url = URL.createObjectURL(file);
+  showQueryImage(url, `uploaded ${file.name}`);
+  state.uploadUrl = url;
 }
 
 async function search() {
@@ -143,11 +160,6 @@ document.addEventListener("DOMContentLoaded", () => {
   });
   $("pick-button").addEventListener("click", pickFromCatalogue);
   $("reference-clear").addEventListener("click", () => setReference(null));
-  $("query-image").addEventListener("change", () => {
-    if ($("query-image").files.length) {
-      state.reference = null;
-      $("reference").hidden = true;
-    }
-  });
+  $("query-image").addEventListener("change", useUpload);
   loadInfo();
 });
