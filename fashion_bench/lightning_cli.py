@@ -133,11 +133,14 @@ class FashionCLI(LightningCLI):
         if cfg.get("ckpt_path"):
             self.checkpoint_seed = run_seed(Path(cfg["ckpt_path"]).parent.parent)
         self.restoring = self.subcommand in ("validate", "test", "predict") and bool(cfg.get("ckpt_path"))
+        self.stage_references: dict[str, str] = {}  # model key -> the `run:` reference as written
         for key, value in list(cfg["model"].items()):
             if isinstance(value, str):
                 default = "encoder.pt" if key.endswith("pretrained") else "model.ckpt"
                 try:
                     cfg["model"][key] = resolve_artefact(value, root, seed, default)
+                    if cfg["model"][key] != value:
+                        self.stage_references[key] = value
                 except FileNotFoundError:
                     if not self.restoring:  # restored weights do not need the earlier stage's files
                         raise
@@ -177,11 +180,19 @@ class FashionCLI(LightningCLI):
                     "experiment": self.experiment,
                     "method": method_name,
                     "seed": seed,
-                    "config_hash": config_hash(_plain(cfg)),
+                    "config_hash": config_hash(self._as_written(cfg)),
                     "start_time": self.start_time,
                     "started_at": now_iso(),
                     "ckpt_path": cfg.get("ckpt_path"),
                 }
+
+    def _as_written(self, cfg: Any) -> dict[str, Any]:
+        """The resolved config with each stage input as its ``run:`` reference: a later stage's seeds read
+        different files (each seed's own earlier stage) yet run one configuration."""
+        plain = _plain(cfg)
+        for key, reference in getattr(self, "stage_references", {}).items():
+            _with_value(plain["model"], key, reference)
+        return plain
 
     def after_fit(self) -> None:
         """results.json must describe the final weights: validate once more when training stopped (e.g. by
@@ -191,6 +202,13 @@ class FashionCLI(LightningCLI):
             return
         if evaluator.last_evaluated_step != self.trainer.global_step:
             self.trainer.validate(self.model, datamodule=self.datamodule, verbose=False)
+
+
+def _with_value(tree: dict[str, Any], dotted: str, value: Any) -> None:
+    *parents, leaf = dotted.split(".")
+    for name in parents:
+        tree = tree[name]
+    tree[leaf] = value
 
 
 def _plain(node: Any) -> Any:

@@ -9,6 +9,9 @@ experiment ``worse`` on ``metric`` (``subset`` picks a ``per_subset`` value) of 
 Verdicts: ``holds`` (the 95 % interval of better - worse is above zero), ``not significant`` (it contains zero),
 ``reversed`` (below zero), ``missing runs`` (an experiment has no run on that split), ``not judged`` (the two
 runs are not in one table, an experiment has several configurations there, or a run has no per-query file).
+With several seeds a claim is judged seed by seed as well (the runs of one seed paired over the same queries):
+it holds only when it holds in every seed both experiments ran, and is reversed when any seed reverses it (or
+the pooled interval, over the seeds' mean, lies below zero).
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from fashion_bench.report.tables import Row, Table, md_row
 
 _KEYS = {"better", "worse", "split", "metric", "subset", "source", "note"}
 MISSING, NOT_JUDGED = "missing runs", "not judged"
+HOLDS, NOT_SIGNIFICANT, REVERSED = "holds", "not significant", "reversed"
 
 
 @dataclass(frozen=True)
@@ -50,16 +54,29 @@ class Claim:
 class ClaimResult:
     claim: Claim
     verdict: str  # holds | not significant | reversed | missing runs | not judged
-    comparison: Comparison | None
+    comparison: Comparison | None  # pooled: the rows' means over their seeds
     reason: str = ""
+    per_seed: tuple[tuple[int, Comparison | str], ...] = ()  # (seed, comparison or why none), seeds both ran
+
+    @property
+    def seeds_summary(self) -> str:
+        """``2/3 seeds hold`` (``—`` for fewer than two seeds)."""
+        if len(self.per_seed) < 2:
+            return "—"
+        holding = sum(isinstance(c, Comparison) and c.verdict == HOLDS for _, c in self.per_seed)
+        return f"{holding}/{len(self.per_seed)} seeds hold"
 
     def line(self) -> str:
         if self.comparison is None:
             return f"claim {self.claim.name}: {self.verdict} ({self.reason})"
         c = self.comparison
-        return (f"claim {self.claim.name}: {self.verdict} (difference {100 * c.difference:+.2f} pp, 95 % interval "
+        text = (f"claim {self.claim.name}: {self.verdict} (difference {100 * c.difference:+.2f} pp, 95 % interval "
                 f"[{100 * c.interval.low:+.2f}, {100 * c.interval.high:+.2f}], {100 * c.share_positive:.1f} % of "
                 "resamples > 0)")
+        if len(self.per_seed) > 1:
+            text += f"; {self.seeds_summary}: " + ", ".join(
+                f"seed {seed} {_short(comparison)}" for seed, comparison in self.per_seed)
+        return text
 
 
 def load_claims(path: str | Path) -> list[Claim]:
@@ -119,7 +136,33 @@ def check_claim(claim: Claim, tables: Sequence[Table]) -> ClaimResult:
     comparison = table.compare(better[0], worse[0], claim.metric)
     if isinstance(comparison, str):
         return ClaimResult(claim, NOT_JUDGED, None, comparison)
-    return ClaimResult(claim, comparison.verdict, comparison)
+    per_seed = _per_seed(table, better[0], worse[0], claim)
+    return ClaimResult(claim, _verdict(comparison, per_seed), comparison, per_seed=per_seed)
+
+
+def _per_seed(table: Table, better: Row, worse: Row, claim: Claim) -> tuple[tuple[int, Comparison | str], ...]:
+    """The claim in each seed both rows ran (only when some row has several seeds)."""
+    if len(better.runs) < 2 and len(worse.runs) < 2:
+        return ()
+    worse_by_seed = {run.seed: run for run in worse.runs}
+    return tuple((run.seed, table.compare_runs(run, worse_by_seed[run.seed], claim.metric, claim.subset))
+                 for run in better.runs if run.seed in worse_by_seed)
+
+
+def _verdict(pooled: Comparison, per_seed: Sequence[tuple[int, Comparison | str]]) -> str:
+    verdicts = [c.verdict if isinstance(c, Comparison) else NOT_JUDGED for _, c in per_seed]
+    if pooled.verdict == REVERSED or REVERSED in verdicts:
+        return REVERSED
+    if len(verdicts) > 1 and any(v != HOLDS for v in verdicts):
+        return NOT_SIGNIFICANT
+    return pooled.verdict
+
+
+def _short(comparison: Comparison | str) -> str:
+    if isinstance(comparison, str):
+        return f"not judged ({comparison})"
+    c = comparison
+    return f"{100 * c.difference:+.2f} [{100 * c.interval.low:+.2f}, {100 * c.interval.high:+.2f}] {c.verdict}"
 
 
 def _rows(table: Table, experiment: str) -> list[Row]:
@@ -135,15 +178,19 @@ def render_claims(results: Sequence[ClaimResult]) -> str:
     lines = ["## Claims (from the papers, checked on our runs)", "",
              "Each claim: `better` beats `worse` on the metric. Verdict from the 95 % paired bootstrap interval of "
              "the difference over the same queries: holds (above zero), not significant (contains zero), reversed "
-             "(below zero).", "",
-             md_row(["claim", "split", "metric", "difference", "95 % interval", "resamples > 0", "verdict", "source"]),
-             md_row([":---"] * 3 + ["---:"] * 3 + [":---"] * 2)]
+             "(below zero). With several seeds the difference and interval are of the seeds' mean, and the claim is "
+             "also judged in each seed (its runs paired over the same queries): it holds only when it holds in "
+             "every seed.", "",
+             md_row(["claim", "split", "metric", "difference", "95 % interval", "resamples > 0", "seeds", "verdict",
+                     "source"]),
+             md_row([":---"] * 3 + ["---:"] * 4 + [":---"] * 2)]
     for r in results:
         c = r.comparison
         numbers = (["—", "—", "—"] if c is None else
                    [f"{100 * c.difference:+.2f}", f"[{100 * c.interval.low:+.2f}, {100 * c.interval.high:+.2f}]",
                     f"{100 * c.share_positive:.1f} %"])
         verdict = r.verdict if not r.reason else f"{r.verdict}: {r.reason}"
-        cells = [f"{r.claim.better} > {r.claim.worse}", r.claim.split, r.claim.key, *numbers, verdict, r.claim.source]
+        cells = [f"{r.claim.better} > {r.claim.worse}", r.claim.split, r.claim.key, *numbers, r.seeds_summary, verdict,
+                 r.claim.source]
         lines.append(md_row(cells))
     return "\n".join(lines) + "\n"

@@ -92,6 +92,7 @@ class Table:
     subset_rows: Sequence[Row]
     superseded: Sequence[Superseded]
     samples: Mapping[str, RowSamples | str] | None = None  # row label -> bootstrap samples, or why none; None: off
+    bootstrap: Bootstrap | None = None
 
     @property
     def task(self) -> str:
@@ -139,6 +140,23 @@ class Table:
         key = metric if first.subset is None else f"{first.subset}/{metric}"
         return compare((first.label, samples[first.label]), (second.label, samples[second.label]), key, points)
 
+    def compare_runs(self, first: Run, second: Run, metric: str, subset: str | None = None) -> Comparison | str:
+        """first - second on ``metric`` (of ``subset``) between two single runs (e.g. one seed of each row),
+        paired over the same resampled queries, or why it cannot be computed."""
+        if self.bootstrap is None:
+            return "bootstrap off"
+        samples = [row_samples([run], self.bootstrap) for run in (first, second)]
+        for run, sample in zip((first, second), samples):
+            if isinstance(sample, str):
+                return f"no interval for {run.experiment} seed {run.seed}: {sample}"
+        key = f"{subset}/{metric}" if subset else metric
+        values = [run.per_subset.get(subset, {}) if subset else run.metrics for run in (first, second)]
+        if metric not in values[0] or metric not in values[1]:
+            return f"{key} is not reported by both runs"
+        return compare((f"{first.experiment} seed {first.seed}", samples[0]),
+                       (f"{second.experiment} seed {second.seed}", samples[1]), key,
+                       (values[0][metric], values[1][metric]))
+
 
 def build_tables(
     runs: Iterable[Run], superseded: Iterable[Superseded] = (), bootstrap: Bootstrap | None = None
@@ -173,7 +191,7 @@ def _table(key: GroupKey, runs: list[Run], superseded: list[Superseded], bootstr
                             key=metric_order)
     superseded = sorted(superseded, key=lambda s: (s.run.experiment, s.run.seed, s.run.started_at))
     samples = None if bootstrap is None else {row.label: row_samples(row.runs, bootstrap) for row in rows}
-    return Table(key, protocol, columns, rows, subset_columns, subset_rows, superseded, samples)
+    return Table(key, protocol, columns, rows, subset_columns, subset_rows, superseded, samples, bootstrap)
 
 
 def _configurations(runs: Iterable[Run]) -> dict[tuple[str, str | None], list[Run]]:

@@ -132,3 +132,40 @@ def test_shipped_claims_parse_and_name_what_the_demo_runs() -> None:
     claims = load_claims(REPO / "configs" / "report" / "claims.yaml")
     produced = {(step.experiment, step.split) for step in demo_steps()}
     assert claims and all({(c.better, c.split), (c.worse, c.split)} <= produced for c in claims)
+
+
+def _seeded_runs(root: Path, pairs: list[tuple[np.ndarray, np.ndarray]]) -> None:
+    for seed, (multiprompt, baseline) in enumerate(pairs):
+        for name, first in (("multiprompt__synth-id", multiprompt), ("reid-baseline__synth-id", baseline)):
+            write_scored_run(root, name, seed, per_query(first, subsets=("intra", "cross")),
+                             protocol=ID_SUBSETS_PROTOCOL, split="test")
+
+
+def _results(root: Path, claims: list[dict]):
+    tables = build_tables(collect([root]).runs, bootstrap=Bootstrap(300, 0))
+    return check_claims(parse_claims(claims, "claims.yaml"), tables)
+
+
+def test_with_several_seeds_a_claim_holds_only_when_it_holds_in_every_seed(tmp_path: Path) -> None:
+    _seeded_runs(tmp_path / "every", [(IMPROVED, BASE)] * 3)
+    (result,) = _results(tmp_path / "every", [_claim()])
+    assert result.verdict == "holds" and result.seeds_summary == "3/3 seeds hold"
+    assert [seed for seed, _ in result.per_seed] == [0, 1, 2]
+    assert "seed 2 +" in result.line() and "holds" in result.line()
+    # two seeds with a large gain carry the pooled mean, the third seed shows none: not every seed holds
+    _seeded_runs(tmp_path / "two", [(IMPROVED, BASE), (IMPROVED, BASE), (BASE, BASE)])
+    (result,) = _results(tmp_path / "two", [_claim()])
+    assert result.comparison.verdict == "holds"
+    assert (result.verdict, result.seeds_summary) == ("not significant", "2/3 seeds hold")
+    # one seed reversing the claim reverses it
+    _seeded_runs(tmp_path / "one-reversed", [(IMPROVED, BASE), (IMPROVED, BASE), (BASE, IMPROVED)])
+    (result,) = _results(tmp_path / "one-reversed", [_claim()])
+    assert result.verdict == "reversed"
+
+
+def test_seeds_are_paired_with_the_same_seed_only(tmp_path: Path) -> None:
+    _seeded_runs(tmp_path, [(IMPROVED, BASE), (IMPROVED, BASE)])
+    write_scored_run(tmp_path, "multiprompt__synth-id", 7, per_query(IMPROVED, subsets=("intra", "cross")),
+                     protocol=ID_SUBSETS_PROTOCOL, split="test")
+    (result,) = _results(tmp_path, [_claim()])
+    assert [seed for seed, _ in result.per_seed] == [0, 1] and result.verdict == "holds"
