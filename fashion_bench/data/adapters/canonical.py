@@ -38,6 +38,25 @@ def synthetic_loader(
     return canonical_loader(world, dataset)
 
 
+def synthetic_colourways_loader(
+    root: Path, dataset: str, *, preset: str = "tiny", seed: int = 0, world_dir: str | None = None
+) -> Callable[[str], Split]:
+    """synth-id's world and splits with each colourway family as one identity (``synthetic/colourways.py``)."""
+    from fashion_bench.data.synthetic.colourways import colourway_split
+
+    load_id = synthetic_loader(root, "synth-id", preset=preset, seed=seed, world_dir=world_dir)
+
+    def load(split: str) -> Split:
+        return colourway_split(load_id(split))
+
+    load.image_root = load_id.image_root  # type: ignore[attr-defined]
+    return load
+
+
 register(DatasetInfo("canonical", task="t2i", protocol="t2i", loader=canonical_loader))
 for _name, _task, _protocol in (("synth-t2i", "t2i", "t2i"), ("synth-id", "id", "id-intra-cross"), ("synth-cir", "cir", "fashioniq")):
     register(DatasetInfo(_name, task=_task, protocol=_protocol, loader=synthetic_loader, default_root=default_synthetic_root()))
+register(DatasetInfo(
+    "synth-id-colourways", task="id", protocol="id-intra-cross", loader=synthetic_colourways_loader,
+    default_root=default_synthetic_root(),
+))
