@@ -1,8 +1,9 @@
 """The web app over one search index: a JSON API and one static page.
 
 Only indexed images are served, looked up by item id: a client never names a file, and hits carry image URLs,
-not file paths (``/api/info`` does show the index's provenance: run, checkpoint and catalogue). Every client mistake gets a 4xx JSON ``{"detail": "..."}`` that says what to change; anything
-else gets a 500 whose body holds no traceback (the traceback goes to the server log).
+not file paths (``/api/info`` does show the index's provenance: run, checkpoint and catalogue). Every client
+mistake gets a 4xx JSON ``{"detail": "..."}`` that says what to change; anything else gets a 500 whose body holds
+no traceback (the traceback goes to the server log).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""``fashion-bench serve --index DIR``: the search page and JSON API of an index, with uvicorn (localhost by default)."""
+"""``fashion-bench serve --index DIR``: an index's search page and JSON API, with uvicorn (localhost by default)."""
 
 from __future__ import annotations
 

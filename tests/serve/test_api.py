@@ -138,7 +138,8 @@ def test_bad_uploads_get_a_clear_4xx(client):
 
 def test_a_chunked_body_over_the_limit_is_cut_off(client):
     def chunks():  # a well-formed start of a multipart upload, then 2.5 MB without a Content-Length
-        yield b'--x\r\nContent-Disposition: form-data; name="image"; filename="a.png"\r\nContent-Type: image/png\r\n\r\n'
+        yield b'--x\r\nContent-Disposition: form-data; name="image"; filename="a.png"\r\n'
+        yield b"Content-Type: image/png\r\n\r\n"
         for _ in range(40):
             yield b"0" * 65536
 

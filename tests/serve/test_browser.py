@@ -18,7 +18,7 @@ from PIL import Image
 pytestmark = pytest.mark.browser
 
 BROWSERS = ("chromium", "chromium-browser", "google-chrome")
-HOW_TO_INSTALL = "run `make test-browser` (it installs chromium, chromium-driver and selenium)"
+HOW_TO_INSTALL = "run `make test-browser`, which installs chromium and chromium-driver (apt-get, as root) and selenium"
 
 
 def find_browser() -> tuple[str, str]:
@@ -127,7 +127,7 @@ def test_pick_from_the_catalogue_and_upload(page, tmp_path: Path):
     search_for(page, "")
     wait_for(page, lambda d: "uploaded image (image query" in by_id(d, "status").text, "the uploaded image's results")
     search_for(page, "with stripes")
-    wait_for(page, lambda d: "uploaded image (image+text query" in by_id(d, "status").text, "a composed upload's results")
+    wait_for(page, lambda d: "uploaded image (image+text query" in by_id(d, "status").text, "composed results")
 
     not_an_image = tmp_path / "notes.png"
     not_an_image.write_bytes(b"these are notes, not a picture")
