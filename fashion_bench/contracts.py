@@ -18,6 +18,7 @@ QUERY_KINDS = ("text", "image", "image+text")
 SCHEMA_VERSION = 1
 RESULTS_NAME = "results.json"
 PER_QUERY_NAME = "per_query.jsonl"
+QUERY_DIAGNOSTICS_NAME = "query_diagnostics.jsonl"  # fashion_bench.retrieval.diagnostics
 REQUIRED_RESULT_FIELDS = (
     "schema_version", "experiment", "method", "dataset", "task", "split", "protocol", "encoder", "seed", "metrics",
     "per_subset", "num_queries", "num_valid_queries", "gallery_size", "ckpt_path", "git_sha", "versions",

@@ -7,7 +7,8 @@ metrics. The evaluator (``fashion_bench.retrieval.callback.RetrievalEvaluator``)
 2. gallery embeddings = :meth:`encode_gallery` of those features;
 3. query embeddings = :meth:`encode_query` of a batch built from what the queries have: ``text`` (tokens),
    ``image_features`` (the per-image features of the reference image, looked up, never re-encoded), both, and
-   ``category`` (list of str). Queries of different kinds are batched apart.
+   ``category`` (list of str). Queries of different kinds are batched apart. A method may also return named
+   per-query values (:meth:`encode_query_with_diagnostics`), which the evaluator exports on ``test``.
 
 A method declares what it supports in :attr:`RetrievalMethod.supports` (task -> query kinds); the data layer
 checks it when it is set up, before any training step. Everything a method needs of the training images'
@@ -137,6 +138,12 @@ class RetrievalMethod(pl.LightningModule):
     def encode_query(self, batch: dict[str, Any]) -> torch.Tensor:
         raise NotImplementedError
 
+    def encode_query_with_diagnostics(self, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The query embeddings and named per-query values, each [B] with rows aligned with the batch (e.g. the
+        image / text weights of a composed query). The evaluator writes them with the query ids to
+        ``query_diagnostics.jsonl`` on ``test``; they never enter a metric. Default: no values."""
+        return self.encode_query(batch), {}
+
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, torch.Tensor]:
         return {"features": self.encode_images(batch["image"]), "index": batch["index"], "image_ok": batch["image_ok"]}
 
@@ -212,7 +219,10 @@ class RetrievalMethod(pl.LightningModule):
         ]
 
     def configure_optimizers(self):
-        optimizer = torch.optim.AdamW(self.param_groups(), lr=self.optim.lr, betas=self.optim.betas, eps=self.optim.eps)
+        # fused: one kernel over all parameters (same update; ~3x faster than the per-tensor loop on CPU, where the
+        # step of the tiny CLIP's 6M-row token embedding was ~15 % of a training step)
+        optimizer = torch.optim.AdamW(self.param_groups(), lr=self.optim.lr, betas=self.optim.betas, eps=self.optim.eps,
+                                      fused=self._fused_adamw_supported())
         total = max(1, int(self.trainer.estimated_stepping_batches)) if self._trainer is not None else 1
         warmup, cosine = self.optim.warmup_steps, self.optim.schedule == "cosine"
 
@@ -226,6 +236,10 @@ class RetrievalMethod(pl.LightningModule):
 
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def _fused_adamw_supported(self) -> bool:
+        """torch's fused AdamW runs on CPU and CUDA float tensors (not e.g. MPS on older releases)."""
+        return all(p.device.type in ("cpu", "cuda") and p.is_floating_point() for _, p in self.trainable_parameters())
 
     # --- export -------------------------------------------------------------------------------------------------
     def published_files(self, directory: Path) -> dict[str, Path]:

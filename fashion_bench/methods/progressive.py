@@ -350,9 +350,14 @@ class Progressive(ClipRetrievalMethod):
         return compose(image, text, weights), weights
 
     def encode_query(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        return self.encode_query_with_diagnostics(batch)[0]
+
+    def encode_query_with_diagnostics(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The composed queries and their weights ``w_image`` / ``w_text`` (exported per query on ``test``)."""
         if "text" not in batch or "image_features" not in batch:
             raise ValueError(f"{type(self).__name__} embeds composed queries: a batch needs 'text' and 'image_features', got {sorted(batch)}")
-        return self.embed(batch["image_features"], self.encoder.encode_text(batch["text"], normalize=False))[0]
+        query, weights = self.embed(batch["image_features"], self.encoder.encode_text(batch["text"], normalize=False))
+        return query, {"w_image": weights[:, 0], "w_text": weights[:, 1]}
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         if "reference" not in batch:

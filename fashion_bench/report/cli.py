@@ -95,16 +95,17 @@ def _write_report(args: argparse.Namespace, collection: Collection, tables: list
                   claim_results: list[ClaimResult]) -> None:
     out: Path = args.out
     plots = {} if args.no_plots else _write_plots(tables, out)
+    diagnostics, diagnostic_plots = _write_diagnostics(collection, out, not args.no_plots)
     pages = _write_galleries(collection, out, args.gallery_queries)
+    sections = ([render_claims(claim_results)] if claims else []) + ([diagnostics] if diagnostics else [])
     markdown = render_leaderboard(tables, collection, load_published(), plots=plots,
-                                  galleries=[(p.label, f"galleries/{p.filename}") for p in pages],
-                                  sections=[render_claims(claim_results)] if claims else [])
+                                  galleries=[(p.label, f"galleries/{p.filename}") for p in pages], sections=sections)
     _write(out / "leaderboard.md", markdown)
     _write(out / "leaderboard.csv", runs_csv(collection.runs, collection.superseded))
     print(f"report: {collection.found} results.json found: {len(collection.runs)} used, "
           f"{len(collection.superseded)} superseded (same seed), {len(collection.skipped)} skipped")
     print(f"report: wrote {display_path(out / 'leaderboard.md')}, leaderboard.csv, "
-          f"{sum(map(len, plots.values()))} plot(s), {len(pages)} gallery page(s)")
+          f"{sum(map(len, plots.values())) + diagnostic_plots} plot(s), {len(pages)} gallery page(s)")
 
 
 def _write_plots(tables: list[Table], out: Path) -> dict[str, list[str]]:
@@ -116,6 +117,19 @@ def _write_plots(tables: list[Table], out: Path) -> dict[str, list[str]]:
             _write(out / "plots" / name, png)
             plots.setdefault(table.slug, []).append(f"plots/{name}")
     return plots
+
+
+def _write_diagnostics(collection: Collection, out: Path, draw: bool) -> tuple[str, int]:
+    """The per-query diagnostics section of the leaderboard and how many plots were written for it."""
+    from fashion_bench.report.diagnostics import diagnostics_plots, load_diagnostics, render_diagnostics
+
+    found, warnings = load_diagnostics(collection.runs)
+    for warning in warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    pngs = diagnostics_plots(found) if draw else {}
+    for name, png in pngs.items():
+        _write(out / "plots" / name, png)
+    return render_diagnostics(found, {name: f"plots/{name}" for name in pngs}), len(pngs)
 
 
 def _regression(expectations: list[Expectation], claim_results: list[ClaimResult], collection: Collection,

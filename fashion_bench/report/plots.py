@@ -24,12 +24,12 @@ def table_plots(table: Table) -> dict[str, bytes]:
     plots = {}
     curves = _recall_families(table)
     if curves:
-        plots[f"{table.slug}__recall.png"] = _png(_recall_figure(table, curves))
+        plots[f"{table.slug}__recall.png"] = figure_png(_recall_figure(table, curves))
     if table.sort_metric and table.rows:
-        plots[f"{table.slug}__{safe_name(table.sort_metric)}.png"] = _png(_bar_figure(table))
+        plots[f"{table.slug}__{safe_name(table.sort_metric)}.png"] = figure_png(_bar_figure(table))
     comparisons = table.comparisons()
     if comparisons:
-        plots[f"{table.slug}__paired.png"] = _png(_paired_figure(table, comparisons))
+        plots[f"{table.slug}__paired.png"] = figure_png(_paired_figure(table, comparisons))
     return plots
 
 
@@ -112,7 +112,7 @@ def _paired_figure(table: Table, comparisons: list[Comparison]) -> Figure:
     return fig
 
 
-def _png(fig: Figure) -> bytes:
+def figure_png(fig: Figure) -> bytes:
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=100)
     return buffer.getvalue()

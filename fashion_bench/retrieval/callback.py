@@ -24,11 +24,12 @@ import lightning.pytorch as pl
 import torch
 from tqdm.auto import tqdm
 
-from fashion_bench.contracts import PER_QUERY_NAME, query_kind
+from fashion_bench.contracts import PER_QUERY_NAME, QUERY_DIAGNOSTICS_NAME, query_kind
 from fashion_bench.data.datamodule import EvalSplit, FashionDataModule
 from fashion_bench.data.datasets import join_captions
 from fashion_bench.data.schema import DataError
 from fashion_bench.methods.encode import all_gather_rows, gather_objects, rank_share
+from fashion_bench.retrieval.diagnostics import write_query_diagnostics
 from fashion_bench.retrieval.per_query import write_per_query
 from fashion_bench.retrieval.engine import EvalInputs, EvalResult, run_protocol
 from fashion_bench.retrieval.protocols import get_protocol
@@ -101,7 +102,7 @@ class RetrievalEvaluator(pl.Callback):
         data = dm.eval_split("test")
         image_features, _ = self._gallery_features(pl_module, len(data.gallery_ids))
         reference_features, _ = self._encode_references(trainer, pl_module, data)
-        query_emb = self._encode_queries(trainer, pl_module, data, image_features, reference_features)
+        query_emb, _ = self._encode_queries(trainer, pl_module, data, image_features, reference_features)
         gallery_emb = self._embed_gallery(pl_module, image_features)
         if trainer.global_rank == 0:
             out = write_embeddings(Path(trainer.default_root_dir) / EMBEDDINGS_DIR, data, gallery_emb, query_emb, {
@@ -162,8 +163,9 @@ class RetrievalEvaluator(pl.Callback):
         return out, sum(gather_objects(trainer, failed))
 
     @torch.no_grad()
-    def _encode_queries(self, trainer, pl_module, data: EvalSplit, image_features: torch.Tensor, reference_features) -> torch.Tensor:
-        """Query embeddings in query order. Each batch holds queries of one kind; batches are shared over ranks."""
+    def _encode_queries(self, trainer, pl_module, data: EvalSplit, image_features: torch.Tensor, reference_features) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Query embeddings in query order and the method's per-query diagnostics ({name: [Q]}, NaN where a query
+        has none). Each batch holds queries of one kind; batches are shared over ranks."""
         gallery_pos = {item_id: i for i, item_id in enumerate(data.gallery_ids)}
         reference_pos = {item_id: i for i, item_id in enumerate(data.reference_ids)}
         queries = data.queries
@@ -171,7 +173,7 @@ class RetrievalEvaluator(pl.Callback):
         size = data.query_loader.batch_size or 1
         batches = [rows[i:i + size] for rows in _rows_by_kind(queries).values() for i in range(0, len(rows), size)]
         mine = [batches[b] for b in rank_share(len(batches), trainer)]
-        index, out = [], []
+        index, out, diagnostics = [], [], []
         bar = tqdm(mine, desc=f"encoding {len(queries)} queries", disable=not self.progress or trainer.global_rank != 0, leave=False)
         with trainer.precision_plugin.forward_context():
             for rows in bar:
@@ -185,14 +187,17 @@ class RetrievalEvaluator(pl.Callback):
                         else reference_features[reference_pos[queries[i].image]]
                         for i in rows
                     ]).to(pl_module.device)
-                out.append(pl_module.encode_query(qbatch).float().cpu())
+                embeddings, values = pl_module.encode_query_with_diagnostics(qbatch)
+                out.append(embeddings.float().cpu())
                 index.append(torch.tensor(rows))
+                if values:
+                    diagnostics.append((rows, _diagnostic_columns(pl_module, values, len(rows))))
         index_t = torch.cat(index) if index else torch.zeros(0, dtype=torch.long)
         embeddings = torch.cat(out) if out else torch.zeros(0, 1)
         index_t, embeddings = all_gather_rows(trainer, index_t, embeddings)
         result = torch.empty(len(queries), embeddings.shape[-1])
         result[index_t] = embeddings
-        return result
+        return result, _assemble_diagnostics(trainer, diagnostics, len(queries))
 
     def _evaluate(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *, stage: str, role: str) -> None:
         started = time.perf_counter()
@@ -211,7 +216,7 @@ class RetrievalEvaluator(pl.Callback):
             )
         image_features, skipped = self._gallery_features(pl_module, len(data.gallery_ids))
         reference_features, skipped_references = self._encode_references(trainer, pl_module, data)
-        query_emb = self._encode_queries(trainer, pl_module, data, image_features, reference_features)
+        query_emb, diagnostics = self._encode_queries(trainer, pl_module, data, image_features, reference_features)
         failed = {"gallery": skipped, "query_references": skipped_references}
         for counts in gather_objects(trainer, dict(dm.failed_images)):
             for role, count in counts.items():
@@ -235,6 +240,10 @@ class RetrievalEvaluator(pl.Callback):
         self.last_evaluated_step = trainer.global_step
         if trainer.global_rank == 0:
             self._write_outputs(trainer, pl_module, dm, data, protocol, result, failed, stage, time.perf_counter() - started, scored)
+            if stage == "test" and diagnostics:
+                path = Path(trainer.default_root_dir) / QUERY_DIAGNOSTICS_NAME
+                lines = write_query_diagnostics(path, data.queries, data.split.items, {k: v.tolist() for k, v in diagnostics.items()})
+                log.info("per-query diagnostics %s of %d queries written to %s", sorted(diagnostics), lines, path)
 
     # --- outputs ------------------------------------------------------------------------------------------------
     def _write_outputs(self, trainer, pl_module, dm, data: EvalSplit, protocol, result: EvalResult, failed: dict[str, int], stage: str, eval_s: float, scored: bool = True) -> None:
@@ -327,6 +336,27 @@ def finite_metrics(metrics: dict[str, float]) -> dict[str, float | int | None]:
             out[name] = int(value)
         else:
             out[name] = float(value) if math.isfinite(float(value)) else None
+    return out
+
+
+def _diagnostic_columns(pl_module, values: dict[str, torch.Tensor], size: int) -> dict[str, torch.Tensor]:
+    """A batch's diagnostics as float32 CPU columns, checked to hold one value per query."""
+    bad = {name: tuple(v.shape) for name, v in values.items() if tuple(v.shape) != (size,)}
+    if bad:
+        raise ValueError(
+            f"{type(pl_module).__name__}.encode_query_with_diagnostics returned diagnostics of shapes {bad} for a batch "
+            f"of {size} queries; each must be [{size}] (one value per query)"
+        )
+    return {name: v.detach().float().cpu() for name, v in values.items()}
+
+
+def _assemble_diagnostics(trainer, batches: list[tuple[list[int], dict[str, torch.Tensor]]], num_queries: int) -> dict[str, torch.Tensor]:
+    """{name: [Q]} in query order from every rank's (query positions, columns), NaN where a query has no value."""
+    out: dict[str, torch.Tensor] = {}
+    for share in gather_objects(trainer, batches):
+        for rows, columns in share:
+            for name, column in columns.items():
+                out.setdefault(name, torch.full((num_queries,), float("nan")))[rows] = column
     return out
 
 

@@ -210,6 +210,42 @@ def test_stage3_refuses_text_to_image_data(pretrained, tiny_world):
         trainer(1).fit(stage3(pretrained), datamodule=t2i_data(tiny_world))
 
 
+# --- stage 3: per-query weights exported on test -----------------------------------------------------------------
+def evaluate_cir(method, tiny_world: Path, run_dir: Path) -> FashionDataModule:
+    from fashion_bench.retrieval.callback import RetrievalEvaluator
+
+    data = FashionDataModule(dataset="synth-cir", root=str(tiny_world.parent), synthetic_preset="tiny", num_workers=0, batch_size=8)
+    pl.Trainer(accelerator="cpu", default_root_dir=str(run_dir), logger=False, enable_checkpointing=False, enable_progress_bar=False,
+               enable_model_summary=False, callbacks=[RetrievalEvaluator(progress=False)]).test(method, datamodule=data)
+    return data
+
+
+def test_test_run_exports_each_querys_weights_with_its_change(pretrained, tiny_world, tmp_path):
+    from fashion_bench.contracts import QUERY_DIAGNOSTICS_NAME
+    from fashion_bench.retrieval.diagnostics import read_query_diagnostics
+
+    method = stage3(pretrained)
+    torch.nn.init.normal_(method.weighting.mlp[-1].weight, std=1.0)  # weights that differ per query
+    split = evaluate_cir(method, tiny_world, tmp_path).split("test")
+    rows = read_query_diagnostics(tmp_path / QUERY_DIAGNOSTICS_NAME)
+    assert [r["query_id"] for r in rows] == [q.query_id for q in split.queries]
+    weights = torch.tensor([[r["values"]["w_image"], r["values"]["w_text"]] for r in rows])
+    torch.testing.assert_close(weights.sum(-1), torch.ones(len(rows)))
+    assert weights[:, 1].std() > 1e-3
+    for row, query in zip(rows, split.queries):
+        reference, target = split.items[query.image].attributes, split.items[query.positives[0]].attributes
+        assert row["category"] == query.category
+        assert row["changed"].split("+") == sorted(k for k in reference if reference[k] != target[k])
+    assert {c for r in rows for c in r["changed"].split("+")} <= {"colour", "pattern", "length"}
+
+
+def test_methods_without_diagnostics_write_none(pretrained, tiny_world, tmp_path):
+    from fashion_bench.contracts import QUERY_DIAGNOSTICS_NAME
+
+    evaluate_cir(ClipMethod(EncoderConfig(pretrained=pretrained)), tiny_world, tmp_path)
+    assert (tmp_path / "results.json").is_file() and not (tmp_path / QUERY_DIAGNOSTICS_NAME).exists()
+
+
 # --- stage 2 ---------------------------------------------------------------------------------------------------------
 def test_recognition_heads_ignore_unknown_labels():
     torch.manual_seed(0)
