@@ -12,6 +12,7 @@ import logging
 import random
 import threading
 import time
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -60,9 +61,13 @@ def hit_json(hit: Hit) -> dict[str, Any]:
             "category": hit.category, "text": hit.text}
 
 
-def create_app(searcher: Searcher, *, max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES) -> FastAPI:
-    """The app serving ``searcher``; uploads (and so request bodies) are limited to ``max_upload_bytes``."""
-    app = FastAPI(title="fashion-bench search", docs_url="/api/docs", redoc_url=None, openapi_url="/api/openapi.json")
+def create_app(
+    searcher: Searcher, *, max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES, allowed_hosts: Collection[str] | None = None,
+) -> FastAPI:
+    """The app serving ``searcher``; uploads (and so request bodies) are limited to ``max_upload_bytes``.
+    ``allowed_hosts``: the host names requests may address (the Host header), None for any: a server on
+    localhost accepts only local names, so that a web page elsewhere cannot reach it by DNS rebinding."""
+    app = FastAPI(title="fashion-bench search", docs_url=None, redoc_url=None, openapi_url="/api/openapi.json")
     app.add_middleware(BodySizeLimit, max_bytes=max_upload_bytes + FORM_OVERHEAD, upload_limit=max_upload_bytes)
     _add_error_handlers(app)
     item_ids = searcher.item_ids
@@ -131,6 +136,9 @@ def create_app(searcher: Searcher, *, max_upload_bytes: int = DEFAULT_MAX_UPLOAD
 
     @app.middleware("http")
     async def security_headers(request: Request, call_next):  # type: ignore[no-untyped-def]
+        if allowed_hosts is not None and request.url.hostname not in allowed_hosts:
+            return JSONResponse({"detail": f"host '{request.url.hostname}' is not served here; use "
+                                           f"{' or '.join(sorted(allowed_hosts))}"}, status_code=400)
         response = await call_next(request)
         response.headers["X-Content-Type-Options"] = "nosniff"
         response.headers["Content-Security-Policy"] = "default-src 'self'; img-src 'self' blob:; object-src 'none'"

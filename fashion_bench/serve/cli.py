@@ -23,6 +23,9 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+LOOPBACK_NAMES = ("127.0.0.1", "localhost", "::1")
+
+
 def is_loopback(host: str) -> bool:
     if host == "localhost":
         return True
@@ -48,8 +51,10 @@ def main(argv: list[str]) -> int:
 
     from fashion_bench.serve.app import create_app
 
-    app = create_app(searcher, max_upload_bytes=int(args.max_upload_mb * 1024 * 1024))
-    if not is_loopback(args.host):
+    local = is_loopback(args.host)
+    app = create_app(searcher, max_upload_bytes=int(args.max_upload_mb * 1024 * 1024),
+                     allowed_hosts={*LOOPBACK_NAMES, args.host} if local else None)
+    if not local:
         print(f"fashion-bench serve: listening on {args.host}: anyone who can reach this machine can search the index "
               "and see its images", file=sys.stderr)
     print(f"fashion-bench serve: {len(searcher)} items from {args.index}; open http://{args.host}:{args.port}/",

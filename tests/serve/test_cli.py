@@ -29,6 +29,9 @@ def test_serve_answers_then_stops(tiny_index, port):
         assert info.json()["count"] > 0
         hits = httpx.post(f"http://127.0.0.1:{port}/api/search", json={"text": "blue jeans", "k": 3}, timeout=30)
         assert len(hits.json()["hits"]) == 3
+        rebound = httpx.get(f"http://127.0.0.1:{port}/api/info", headers={"host": "attacker.example"}, timeout=5)
+        assert rebound.status_code == 400 and "host 'attacker.example' is not served here" in rebound.json()["detail"]
+        assert httpx.get(f"http://localhost:{port}/", timeout=5).status_code == 200
     finally:
         process.send_signal(signal.SIGINT)
         output = process.communicate(timeout=30)[0]
