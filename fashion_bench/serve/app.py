@@ -128,14 +128,22 @@ def create_app(
             raise HTTPException(404, f"the image file of item '{item_id}' is missing on the server")
         return FileResponse(path, headers={"Cache-Control": "max-age=3600"})
 
+    _add_page(app)
+    _add_host_check_and_headers(app, allowed_hosts)
+    return app
+
+
+def _add_page(app: FastAPI) -> None:
     @app.get("/", include_in_schema=False)
     def page() -> FileResponse:
         return FileResponse(STATIC_DIR / "index.html", headers={"Cache-Control": "no-cache"})
 
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
 
+
+def _add_host_check_and_headers(app: FastAPI, allowed_hosts: Collection[str] | None) -> None:
     @app.middleware("http")
-    async def security_headers(request: Request, call_next):  # type: ignore[no-untyped-def]
+    async def host_check_and_headers(request: Request, call_next):  # type: ignore[no-untyped-def]
         if allowed_hosts is not None and request.url.hostname not in allowed_hosts:
             return JSONResponse({"detail": f"host '{request.url.hostname}' is not served here; use "
                                            f"{' or '.join(sorted(allowed_hosts))}"}, status_code=400)
@@ -144,8 +152,6 @@ def create_app(
         response.headers["Content-Security-Policy"] = "default-src 'self'; img-src 'self' blob:; object-src 'none'"
         response.headers["Referrer-Policy"] = "no-referrer"
         return response
-
-    return app
 
 
 async def parse_search_request(request: Request, max_upload_bytes: int) -> SearchRequest:
