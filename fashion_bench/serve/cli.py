@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import ipaddress
+import socket
 import sys
 
 
@@ -35,10 +36,27 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def port_in_use(host: str, port: int) -> str | None:
+    """Why ``host:port`` cannot be listened on, checked before the index and its model load (seconds), or None."""
+    try:
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does
+            probe.bind((host, port))
+    except OSError as err:
+        return err.strerror or str(err)
+    return None
+
+
 def main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
     if args.max_upload_mb <= 0:
         print("fashion-bench serve: --max_upload_mb must be positive", file=sys.stderr)
+        return 2
+    busy = port_in_use(args.host, args.port)
+    if busy:
+        print(f"fashion-bench serve: cannot listen on {args.host}:{args.port} ({busy}); choose another --port",
+              file=sys.stderr)
         return 2
     from fashion_bench.search.searcher import Searcher
 
