@@ -71,8 +71,8 @@ def run_protocol(
     ``EvalResult.topk`` (0 skips the top-k search)."""
     import torch
 
-    from fashion_bench.retrieval.index import Csr, Embeddings, Exclusions, check_pair, topk
-    from fashion_bench.retrieval.metrics import check_backend, rank_positives, rank_within, summarise
+    from fashion_bench.retrieval.index import Csr, Embeddings, Exclusions, check_pair
+    from fashion_bench.retrieval.metrics import check_backend, rank_positives, rank_with_topk, rank_within, summarise
 
     protocol = get_protocol(protocol)
     check_backend(backend)
@@ -90,7 +90,8 @@ def run_protocol(
         allowed = _group_masks(inputs.query_category, inputs.gallery_category)
     exclusions = Exclusions(_exclusion_lists(protocol, inputs, n_q, n_g), *allowed)
 
-    ranks = {"": rank_positives(query, gallery, positives, exclusions, backend)}
+    main, idx, scores = rank_with_topk(query, gallery, positives, exclusions, top_n, backend)  # one pass
+    ranks = {"": main}
     subset_topk = None
     if protocol.subset_ks:
         _require(protocol, inputs, "subset")
@@ -123,7 +124,6 @@ def run_protocol(
     if "Rsubset" in ranks:
         valid_queries["Rsubset"] = int(ranks["Rsubset"].counts().gt(0).sum())
 
-    idx, scores = topk(query, gallery, top_n, exclusions, backend)
     return EvalResult(
         metrics=values,
         per_subset={name: summarise(r, protocol.ks) for name, r in domain_ranks.items()} or categories,

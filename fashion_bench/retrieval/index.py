@@ -251,8 +251,12 @@ def float32_bound(x: Tensor, up: bool) -> Tensor:
 
 
 def pair_scores(query: Embeddings, gallery: Embeddings, rows: Tensor, cols: Tensor) -> Tensor:
-    """Exact float64 scores of (query row, gallery item) pairs, any shape; pairs with col < 0 get -inf."""
+    """Exact float64 scores of (query row, gallery item) pairs, any shape; pairs with col < 0 get -inf.
+
+    Every pair is one elementwise product summed over D, never a GEMM, so equal vectors score equal."""
     rows, cols = rows.to(query.device), cols.to(query.device)
+    if rows.ndim == 2 and rows.shape[1] == 1 and cols.ndim == 2:
+        return _row_pair_scores(query, gallery, rows[:, 0], cols)
     flat_rows, flat_cols = rows.expand_as(cols).reshape(-1), cols.reshape(-1)
     valid = flat_cols >= 0
     out = torch.full(flat_cols.shape, -torch.inf, dtype=torch.float64, device=query.device)
@@ -260,6 +264,18 @@ def pair_scores(query: Embeddings, gallery: Embeddings, rows: Tensor, cols: Tens
         q = query.exact[flat_rows[part]].double()
         out[part] = (q * gallery.exact[flat_cols[part]].double()).sum(1)
     return out.view(cols.shape)
+
+
+def _row_pair_scores(query: Embeddings, gallery: Embeddings, rows: Tensor, cols: Tensor) -> Tensor:
+    """:func:`pair_scores` of each query row against its own list of items [n, m]: the query row is
+    converted once, and blocks of rows stay in cache."""
+    out = torch.empty(cols.shape, dtype=torch.float64, device=query.device)
+    step = max(1, PAIR_BLOCK * 256 // max(1, cols.shape[1] * query.dim))  # 2 MB of float64 products
+    for r0 in range(0, len(rows), step):
+        c = cols[r0 : r0 + step]
+        q = query.exact[rows[r0 : r0 + step]].double()[:, None, :]
+        out[r0 : r0 + step] = (gallery.exact[c.clamp(min=0)].double() * q).sum(2)
+    return out.masked_fill_(cols < 0, -torch.inf)
 
 
 def order_candidates(cand: Tensor, scores: Tensor) -> tuple[Tensor, Tensor]:
@@ -272,13 +288,14 @@ def order_candidates(cand: Tensor, scores: Tensor) -> tuple[Tensor, Tensor]:
 
 
 def score_blocks(query: Embeddings, gallery: Embeddings, rows: Tensor) -> Iterator[tuple[int, Tensor]]:
-    """(g0, float32 scores of the query rows against gallery[g0:g0+n]) per block; the buffer is reused."""
+    """(g0, float32 scores of the query rows against gallery[g0:g0+n]) per block, contiguous; the buffer is
+    reused."""
     q = query.f32[rows.to(query.device)]
     step = max(GALLERY_ALIGN, SCORE_BLOCK // max(1, len(q)) // GALLERY_ALIGN * GALLERY_ALIGN)
-    buffer = torch.empty(len(q), min(step, len(gallery)), device=query.device)
+    buffer = torch.empty(len(q) * min(step, len(gallery)), device=query.device)
     for g0 in range(0, len(gallery), step):
         g = gallery.f32[g0 : g0 + step]
-        block = buffer[:, : len(g)]
+        block = buffer[: len(q) * len(g)].view(len(q), len(g))
         _float32_mm(q, g.T, block)
         yield g0, block
 
@@ -373,14 +390,42 @@ class TopK:
         error band, so no item outside the candidates can belong to the top k; or when that last candidate
         is -inf (every non-excluded item is a candidate).
         """
-        cand = self.idx.masked_fill(self.score == -torch.inf, -1)
+        cand, score = self.candidates()
         order, sorted_scores = order_candidates(cand, pair_scores(query, gallery, rows[:, None], cand))
-        floor = self.score[:, -1].double()
+        floor = score[:, -1].double()
         band = error_band(query, gallery)[rows.to(query.device)]
         sure = (floor == -torch.inf) | (sorted_scores[:, self.k - 1] > floor + band)
         idx[rows] = order[:, : self.k].cpu()
         scores[rows] = sorted_scores[:, : self.k].cpu()
         return rows[~sure.cpu()]
+
+    def candidates(self) -> tuple[Tensor, Tensor]:
+        """Per row, the candidates (padded with -1) and their float32 scores (-inf at the pads), by score."""
+        return self.idx.masked_fill(self.score == -torch.inf, -1), self.score
+
+
+class HeapTopK(TopK):
+    """On a CPU, the same candidates kept in faiss's heaps: the selection faiss's own search runs on each of
+    its GEMM blocks (per item, one compare against the row's current last candidate), here on ours."""
+
+    def __init__(self, n_rows: int, k: int) -> None:
+        import faiss
+
+        self.k, width = k, k + TOPK_MARGIN
+        self.idx = torch.empty(n_rows, width, dtype=torch.int64)
+        self.score = torch.empty(n_rows, width)
+        self.heaps = faiss.float_minheap_array_t()
+        self.heaps.nh, self.heaps.k = n_rows, width
+        self.heaps.ids, self.heaps.val = faiss.swig_ptr(self.idx.numpy()), faiss.swig_ptr(self.score.numpy())
+        self.heaps.heapify()
+        self._ptr = faiss.swig_ptr
+
+    def __call__(self, chunk: Tensor, row0: int, g0: int) -> None:
+        self.heaps.addn(chunk.shape[1], self._ptr(chunk.contiguous().numpy()), g0, row0, len(chunk))
+
+    def candidates(self) -> tuple[Tensor, Tensor]:
+        self.heaps.reorder()  # sorted by descending score; empty slots (id -1) last
+        return self.idx, self.score.masked_fill(self.idx < 0, -torch.inf)
 
 
 def topk(

@@ -22,9 +22,9 @@ from fashion_bench.retrieval.index import (
     Csr,
     Embeddings,
     Exclusions,
+    HeapTopK,
     TopK,
     check_pair,
-
     empty_topk,
     error_band,
     exact_orders,
@@ -39,7 +39,9 @@ from fashion_bench.retrieval.protocols import check_ks
 
 DEFAULT_KS = (1, 5, 10, 50)
 EPS64 = 2.0**-52
-DENSE_BREAK = 1000  # count densely once more than 1/1000 of a chunk per positive passes the prefilter
+DENSE_BREAK = 1000  # torch path: count a row densely once more than 1/1000 of it per positive passes the prefilter
+CPU_KERNELS = True  # count CPU chunks with the numba kernels (False: the torch path, as on a GPU)
+CPU_TOPK = "faiss"  # CPU top-k in the rank pass: faiss's heaps ("torch": the segment merge, as on a GPU)
 
 
 def check_backend(backend: str) -> None:
@@ -133,13 +135,17 @@ def _scan_ranks(
     pairs, failed = [], []
     for rows in order.split(QUERY_BLOCK):
         counter = _RankCounter(query, gallery, positives, rows)
-        tops = [TopK(len(rows), k, query.device)] if k else []
+        tops = [_top_k(len(rows), k, query.device)] if k else []
         scan(query, gallery, rows, [exclusions.masker(rows, query.device), *tops, counter])
         pairs.append(counter.ranks())
         failed += [t.write(query, gallery, rows, idx, scores) for t in tops]
     if k:
         fill_exact_topk(query, gallery, exclusions, torch.cat(failed), idx, scores)
     return pairs, idx, scores
+
+
+def _top_k(n_rows: int, k: int, device: torch.device) -> TopK:
+    return HeapTopK(n_rows, k) if device.type == "cpu" and CPU_TOPK == "faiss" else TopK(n_rows, k, device)
 
 
 def rank_within(
@@ -204,10 +210,11 @@ class _RankCounter:
         self.beaten = torch.zeros(len(rows), self.slots, dtype=torch.int64, device=dev)
         # items by the number of positives above them (sparse strategy)
         self.below = torch.zeros(len(rows) * (self.slots + 1), dtype=torch.int64, device=dev)
-        self.last = (n_pos - 1).clamp(min=0)  # each row's lowest positive's slot
-        self.dense = True  # the strategy for the next chunk
+        self.n_pos = n_pos.float()
+        self.n_slots = n_pos.int()
         self.banded: list[tuple[Tensor, Tensor, Tensor]] = []  # (row, slot, item) to compare exactly, dense
         self._scratch = torch.empty(0, device=dev)
+        self._counts = torch.empty(2, self.slots, len(rows), device=dev)  # dense: per slot, (above, reach)
 
     def ranks(self) -> tuple[Tensor, Tensor]:
         """(query, rank) of every positive, on the CPU."""
@@ -223,25 +230,40 @@ class _RankCounter:
         chunk = chunk[: max(0, (self.with_slot or [0])[0] - row0)]
         if not len(chunk):
             return
-        self.hide(chunk, row0, g0)
-        slots = sum(n > row0 for n in self.with_slot)  # of the chunk's first row, which has the most
         rows = slice(row0, row0 + len(chunk))
-        if self.dense:
-            passed = self._dense(chunk, rows, g0, self._buffer(chunk, 2 * slots))
-        else:
-            candidates = torch.ge(chunk, self.threshold[rows], out=self._buffer(chunk, 1)[0])
-            passed = int(candidates.sum())
-            if passed:
-                self._sparse(chunk, row0, g0, candidates)
-        # the next chunk follows the strategy that suits this one
-        self.dense = passed * DENSE_BREAK > chunk.numel() * slots
+        if CPU_KERNELS and chunk.device.type == "cpu":
+            self._count(chunk, rows, g0)
+            return
+        self.hide(chunk, row0, g0)
+        candidates = torch.ge(chunk, self.threshold[rows], out=self._buffer(chunk))
+        passed = candidates.sum(1)  # float sums of flags: exact, a chunk is narrower than 2**24 items
+        dense = passed * DENSE_BREAK > self.n_pos[rows] * chunk.shape[1]
+        n_dense = int(dense.sum())
+        if n_dense < len(chunk) and int(passed.sum()) > 0:
+            if n_dense:
+                candidates.masked_fill_(dense[:, None], 0)
+            self._sparse(chunk, row0, g0, candidates)
+        if n_dense == len(chunk):
+            self._dense(chunk, torch.arange(row0, rows.stop, device=chunk.device), g0)
+        elif n_dense:
+            local = dense.nonzero()[:, 0]
+            self._dense(chunk.index_select(0, local), local + row0, g0)
 
-    def _buffer(self, chunk: Tensor, n: int) -> Tensor:
-        """Float scratch [n, *chunk.shape], reused: fresh tensors cost page faults every time."""
-        size = n * chunk.numel()
-        if self._scratch.numel() < size:
-            self._scratch = torch.empty(size, device=chunk.device)
-        return self._scratch[:size].view(n, *chunk.shape)
+    def _count(self, chunk: Tensor, rows: slice, g0: int) -> None:
+        """The CPU path: one kernel hides the positives and counts every slot of every row (kernels.py)."""
+        from fashion_bench.retrieval.kernels import count_rows
+
+        above, band = count_rows(chunk, g0, self.pidx[rows], self.upper[rows], self.lower[rows],
+                                 self.below_lower[rows], self.n_slots[rows])
+        self.beaten[rows] += above
+        if band.shape[1]:
+            self.banded.append((band[0] + rows.start, band[1], band[2] + g0))
+
+    def _buffer(self, chunk: Tensor) -> Tensor:
+        """Float scratch shaped like the chunk, reused: fresh tensors cost page faults every time."""
+        if self._scratch.numel() < chunk.numel():
+            self._scratch = torch.empty(chunk.numel(), device=chunk.device)
+        return self._scratch[: chunk.numel()].view(chunk.shape)
 
     def _above(self, r: Tensor, items: Tensor, col: Tensor | None = None) -> Tensor:
         """Exactly, how many positives of local rows ``r`` rank above each item (only the positive in slot
@@ -262,20 +284,26 @@ class _RankCounter:
             above[unsure] = self._above(r[unsure], c[unsure] + g0)
         self.below += torch.bincount(r * (self.slots + 1) + above, minlength=self.below.numel())
 
-    def _dense(self, chunk: Tensor, rows: slice, g0: int, flags: Tensor) -> int:
-        """Every positive slot of the chunk at once: [2 * slots, rows, items] flags against the upper and
-        lower thresholds (one compare: ``x >= lower`` is ``x > lower's float32 predecessor``), summed per
-        row. Returns how many items passed the prefilter (what the sparse strategy would have extracted)."""
-        slots = len(flags) // 2
-        bounds = torch.cat([self.upper[rows, :slots], self.below_lower[rows, :slots]], 1).T[:, :, None]
-        counts = torch.gt(chunk.expand(len(flags), *chunk.shape), bounds, out=flags).sum(2)  # float sums fastest
-        above, reach = counts[:slots], counts[slots:]
-        self.beaten[rows, :slots] += above.T.long()
-        j, r = (reach != above).nonzero(as_tuple=True)
+    def _dense(self, x: Tensor, r: Tensor, g0: int) -> None:
+        """Rows ``r`` (ascending, so most positives first) of a chunk, ``x``: per positive slot, two
+        thresholded counts (upper, and ``x >= lower`` as ``x > lower's float32 predecessor``), each one compare
+        into an in-cache float flag buffer and one float sum. Only the rows whose two counts differ are searched
+        for the items within the band."""
+        flags = self._buffer(x)
+        with_slot = torch.searchsorted(r, torch.tensor(self.with_slot, device=r.device)).tolist()
+        slots = sum(n > 0 for n in with_slot)
+        counts = self._counts[:, :slots, : len(r)]
+        counts.zero_()
+        upper, below_lower = self.upper[r], self.below_lower[r]
+        for j in range(slots):
+            n = with_slot[j]  # the rows with a j-th positive
+            torch.sum(torch.gt(x[:n], upper[:n, j, None], out=flags[:n]), 1, out=counts[0, j, :n])
+            torch.sum(torch.gt(x[:n], below_lower[:n, j, None], out=flags[:n]), 1, out=counts[1, j, :n])
+        above, reach = counts[0], counts[1]
+        self.beaten[:, :slots].index_add_(0, r, above.T.long())
+        j, i = (reach != above).nonzero(as_tuple=True)
         if len(j):  # locate the items within the band, in these rows only
-            x, r = chunk[r], r + rows.start
-            within = (x >= self.lower[r, j, None]) & (x <= self.upper[r, j, None])
+            near, rr = x.index_select(0, i), r[i]
+            within = (near >= self.lower[rr, j, None]) & (near <= self.upper[rr, j, None])
             hit, c = within.nonzero(as_tuple=True)
-            self.banded.append((r[hit], j[hit], c + g0))
-        last = self.last[rows][None]
-        return int(reach.gather(0, last).sum())
+            self.banded.append((rr[hit], j[hit], c + g0))
