@@ -87,7 +87,7 @@ def create_app(
     @app.get("/api/info")
     def info() -> dict[str, Any]:
         return {"index": searcher.info, "count": len(searcher), "query_kinds": list(searcher.query_kinds),
-                "max_upload_bytes": max_upload_bytes, "max_k": MAX_K}
+                "categories": searcher.categories, "max_upload_bytes": max_upload_bytes, "max_k": MAX_K}
 
     @app.post("/api/search")
     async def search(request: Request) -> dict[str, Any]:

@@ -32,7 +32,7 @@ def test_info_describes_the_index(client, searcher):
     assert info["count"] == len(searcher) > 0
     assert info["query_kinds"] == ["text", "image", "image+text"]
     assert info["index"]["method_name"] == "clip" and info["index"]["kind"] == "flat"
-    assert info["max_upload_bytes"] == 1024 * 1024
+    assert info["max_upload_bytes"] == 1024 * 1024 and info["categories"] == searcher.categories != []
 
 
 def test_text_search_json_and_form_agree(client):

@@ -137,9 +137,15 @@ def test_pick_from_the_catalogue_and_upload(page, tmp_path: Path):
     assert "415" in by_id(page, "error").text and "not an image" in by_id(page, "error").text
 
 
-def test_screenshot_shows_a_result_grid(page, tmp_path: Path):
+def test_category_filter_and_a_result_grid(page, searcher):
+    from selenium.webdriver.support.ui import Select
+
+    category = searcher.categories[-1]
+    wait_for(page, lambda d: len(Select(by_id(d, "query-category")).options) > 1, "the categories")
+    Select(by_id(page, "query-category")).select_by_value(category)
     search_for(page, "black sneakers")
     wait_for(page, lambda d: "text query" in by_id(d, "status").text, "results")
+    assert all(card.text.endswith(category) for card in cards(page, "results"))
     png = page.get_screenshot_as_png()
     image = Image.open(io.BytesIO(png))
     assert image.width >= 1000 and len(set(image.convert("L").getdata())) > 50  # pictures, not a blank page

@@ -97,6 +97,7 @@ async function search() {
   const text = $("query-text").value.trim();
   if (text) form.append("text", text);
   form.append("k", $("query-k").value || "20");
+  if ($("query-category").value) form.append("category", $("query-category").value);
   const file = $("query-image").files[0];
   if (file) form.append("image", file);
   if (state.reference) form.append("reference", state.reference.item_id);
@@ -140,6 +141,7 @@ async function loadInfo() {
     const parts = [index.method_name && `method ${index.method_name}`, index.experiment && `experiment ${index.experiment}`,
       `${info.count} items`, index.kind && `${index.kind} index`].filter(Boolean);
     $("index-info").textContent = parts.join(" · ");
+    $("query-category").append(...info.categories.map((category) => new Option(category, category)));
     $("query-kinds").replaceChildren(...info.query_kinds.map((kind) => {
       const badge = document.createElement("span");
       badge.className = "kind";
