@@ -115,7 +115,8 @@ function renderResults(result) {
   const query = result.query;
   const what = [query.text ? `“${query.text}”` : null, query.reference ? `reference ${query.reference}` : null,
     query.image ? "uploaded image" : null].filter(Boolean).join(" + ");
-  $("status").textContent = `${result.hits.length} results for ${what} (${query.kind} query, ${result.took_ms} ms); ` +
+  const where = query.category ? ` in ${query.category}` : "";
+  $("status").textContent = `${result.hits.length} results for ${what}${where} (${query.kind} query, ${result.took_ms} ms); ` +
     "click a result to refine from it";
   $("results").replaceChildren(...result.hits.map((hit) => card(hit, setReference, "refine from this item")));
 }
