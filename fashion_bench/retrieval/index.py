@@ -253,8 +253,15 @@ def float32_bound(x: Tensor, up: bool) -> Tensor:
 def pair_scores(query: Embeddings, gallery: Embeddings, rows: Tensor, cols: Tensor) -> Tensor:
     """Exact float64 scores of (query row, gallery item) pairs, any shape; pairs with col < 0 get -inf.
 
-    Every pair is one elementwise product summed over D, never a GEMM, so equal vectors score equal."""
+    Every pair is one elementwise product summed over D in a fixed order, never a GEMM, so equal vectors
+    score equal."""
     rows, cols = rows.to(query.device), cols.to(query.device)
+    if query.device.type == "cpu":
+        from fashion_bench.retrieval.kernels import pair_scores as cpu_pair_scores
+
+        flat_cols = cols.reshape(-1, 1)
+        flat_rows = rows.expand_as(cols).reshape(-1).contiguous()
+        return cpu_pair_scores(query.exact, gallery.exact, flat_rows, flat_cols.contiguous()).view(cols.shape)
     if rows.ndim == 2 and rows.shape[1] == 1 and cols.ndim == 2:
         return _row_pair_scores(query, gallery, rows[:, 0], cols)
     flat_rows, flat_cols = rows.expand_as(cols).reshape(-1), cols.reshape(-1)

@@ -96,3 +96,30 @@ def count_rows(
 @cache
 def _pool(workers: int) -> ThreadPoolExecutor:
     return ThreadPoolExecutor(workers, thread_name_prefix="fashion-bench-count")
+
+
+@numba.njit(nogil=True, cache=True, error_model="numpy")
+def _pair_scores(q, g, rows, cols, out):  # pragma: no cover - compiled
+    dim = q.shape[1]
+    for i in range(cols.shape[0]):
+        r = rows[i]
+        for m in range(cols.shape[1]):
+            c = cols[i, m]
+            if c < 0:
+                out[i, m] = -np.inf
+                continue
+            acc = np.zeros(4)  # four chains in a fixed order: the same sum for every pair
+            for d in range(0, dim - dim % 4, 4):
+                for t in range(4):
+                    acc[t] += np.float64(q[r, d + t]) * np.float64(g[c, d + t])
+            for d in range(dim - dim % 4, dim):
+                acc[0] += np.float64(q[r, d]) * np.float64(g[c, d])
+            out[i, m] = (acc[0] + acc[1]) + (acc[2] + acc[3])
+
+
+def pair_scores(query: Tensor, gallery: Tensor, rows: Tensor, cols: Tensor) -> Tensor:
+    """Float64 scores of query row ``rows[i]`` against gallery items ``cols[i, :]`` (-inf where col < 0),
+    from CPU embeddings as given (float32 or float64)."""
+    out = np.empty(tuple(cols.shape), np.float64)
+    _pair_scores(query.numpy(), gallery.numpy(), rows.numpy(), cols.numpy(), out)
+    return torch.from_numpy(out)

@@ -1,9 +1,10 @@
 """Evaluation benchmark: evaluate() against torchmetrics and a bare faiss search, and its peak memory.
 
-    python tests/bench/bench_metrics.py [--quick]
+    python tests/bench/bench_metrics.py [--quick] [--threads N] [--cpu-time]
 
-Timings are the best of several interleaved repeats (the machine may be shared); torchmetrics, which is
-slow, runs once. Peak memory is measured in a child process (VmHWM), above the RSS it had once its
+Timings are the median of interleaved repeats after a warm-up (the machine may be shared), torch and faiss
+at the same thread count; ``--cpu-time`` measures process CPU time instead of wall time, which a busy
+machine disturbs much less at one thread. torchmetrics, which is slow, runs once. Peak memory is measured in a child process (VmHWM), above the RSS it had once its
 inputs were built, so it counts what evaluation itself allocates.
 """
 
@@ -22,8 +23,7 @@ import numpy as np
 import torch
 
 from fashion_bench.retrieval import EvalInputs, Protocol, evaluate, run_protocol
-from fashion_bench.retrieval.index import QUERY_BLOCK, Csr, Embeddings, Exclusions, score_blocks
-from fashion_bench.retrieval.metrics import rank_with_topk
+from fashion_bench.retrieval.index import QUERY_BLOCK, Embeddings, score_blocks
 
 FULL = {"compare": (1000, 20000, 256), "memory": (2000, 200000, 512), "repeats": 5}
 QUICK = {"compare": (300, 5000, 128), "memory": (500, 50000, 256), "repeats": 3}
@@ -54,17 +54,20 @@ def protocol_inputs(q: np.ndarray, g: np.ndarray, positives: list[list[int]], **
     )
 
 
-def best_of(fns: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
-    """Best wall time of each function over interleaved repeats, after one warm-up call each."""
+CLOCK = time.perf_counter  # or time.process_time (--cpu-time)
+
+
+def median_of(fns: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
+    """Median time of each function over interleaved repeats, after one warm-up call each."""
     times: dict[str, list[float]] = {name: [] for name in fns}
     for name, fn in fns.items():
         fn()
     for _ in range(repeats):
         for name, fn in fns.items():
-            start = time.perf_counter()
+            start = CLOCK()
             fn()
-            times[name].append(time.perf_counter() - start)
-    return {name: min(t) for name, t in times.items()}
+            times[name].append(CLOCK() - start)
+    return {name: float(np.median(t)) for name, t in times.items()}
 
 
 def faiss_search(q: np.ndarray, g: np.ndarray) -> None:
@@ -104,15 +107,6 @@ def score_matrix(q: np.ndarray, g: np.ndarray) -> None:
             pass
 
 
-def one_pass(inputs: EvalInputs, top_n: int) -> None:
-    """What run_protocol("cir") computes (ranks of the positives and the exact top-n lists) in one pass."""
-    query, gallery = Embeddings.prepare(inputs.query_emb, "q"), Embeddings.prepare(inputs.gallery_emb, "g")
-    n_q, n_g = len(query), len(gallery)
-    positives = Csr.from_lists(inputs.positives, n_q, n_g, "positives")
-    exclusions = Exclusions(Csr.from_lists([[]] * n_q, n_q, n_g, "exclude"))
-    rank_with_topk(query, gallery, positives, exclusions, top_n, "fast")
-
-
 def with_duplicates(g: np.ndarray, positives: list[list[int]], seed: int = 1) -> np.ndarray:
     """A quarter of the gallery duplicates other items, a third of the positives among the copied ones:
     exact ties, also at the positives' own scores."""
@@ -126,7 +120,7 @@ def with_duplicates(g: np.ndarray, positives: list[list[int]], seed: int = 1) ->
 
 
 def regimes(q: np.ndarray, g: np.ndarray, positives: list[list[int]], weak: tuple, repeats: int) -> dict[str, float]:
-    """Best times of every regime, interleaved with the faiss search and the score matrix on the same vectors."""
+    """Median times of every regime, interleaved with the faiss search and the score matrix on the same vectors."""
     q_weak, pos_weak = weak
     rng = np.random.default_rng(2)
     n_q, n_g = len(q), len(g)
@@ -137,7 +131,7 @@ def regimes(q: np.ndarray, g: np.ndarray, positives: list[list[int]], weak: tupl
                                       gallery_category=[str(i % 3) for i in range(n_g)])
     plain = Protocol("bench-plain", "cir")
     tied = with_duplicates(g, positives)
-    return best_of(
+    return median_of(
         {
             "faiss": lambda: faiss_search(q, g),
             "GEMM": lambda: score_matrix(q, g),
@@ -145,8 +139,6 @@ def regimes(q: np.ndarray, g: np.ndarray, positives: list[list[int]], weak: tupl
             "weak: evaluate()": lambda: evaluate(q_weak, g, pos_weak),
             "strong: run_protocol(top_n=50)": lambda: run_protocol("cir", protocol_inputs(q, g, positives), top_n=TOP_K),
             "weak: run_protocol(top_n=50)": lambda: run_protocol("cir", protocol_inputs(q_weak, g, pos_weak), top_n=TOP_K),
-            "strong: ranks + top-50 in one pass": lambda: one_pass(protocol_inputs(q, g, positives), TOP_K),
-            "weak: ranks + top-50 in one pass": lambda: one_pass(protocol_inputs(q_weak, g, pos_weak), TOP_K),
             "plain: run_protocol(top_n=0)": lambda: run_protocol(plain, protocol_inputs(q, g, positives), top_n=0),
             "per-category galleries": lambda: run_protocol(
                 Protocol("bench-category", "cir", category_gallery=True), category_inputs, top_n=0),
@@ -205,24 +197,24 @@ def memory_child(n_q: int, n_g: int, dim: int) -> None:
     q, g, positives = make_case(n_q, n_g, dim)
     inputs = protocol_inputs(q, g, positives)
     out = {"inputs_mib": (q.nbytes + g.nbytes) / 2**20, "baseline_mib": peak_rss_mib(reset=True)}
-    start = time.perf_counter()
+    start = CLOCK()
     evaluate(q, g, positives)
-    out["evaluate_s"] = time.perf_counter() - start
+    out["evaluate_s"] = CLOCK() - start
     out["evaluate_peak_mib"] = peak_rss_mib()
     out["protocol_baseline_mib"] = peak_rss_mib(reset=True)
-    start = time.perf_counter()
+    start = CLOCK()
     run_protocol("cir", inputs, top_n=TOP_K)
-    out["protocol_s"] = time.perf_counter() - start
+    out["protocol_s"] = CLOCK() - start
     out["protocol_peak_mib"] = peak_rss_mib()
-    start = time.perf_counter()
+    start = CLOCK()
     score_matrix(q, g)
-    out["gemm_s"] = time.perf_counter() - start
+    out["gemm_s"] = CLOCK() - start
     print(json.dumps(out))
 
 
-def memory(sizes: tuple[int, int, int]) -> list[str]:
+def memory(sizes: tuple[int, int, int], flags: list[str]) -> list[str]:
     n_q, n_g, dim = sizes
-    cmd = [sys.executable, __file__, "--memory-child", str(n_q), str(n_g), str(dim)]
+    cmd = [sys.executable, __file__, *flags, "--memory-child", str(n_q), str(n_g), str(dim)]
     m = json.loads(subprocess.run(cmd, capture_output=True, text=True, check=True).stdout)
     extra = m["evaluate_peak_mib"] - m["baseline_mib"]
     extra_protocol = m["protocol_peak_mib"] - m["protocol_baseline_mib"]
@@ -243,21 +235,30 @@ def memory(sizes: tuple[int, int, int]) -> list[str]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smaller inputs, fewer repeats")
+    parser.add_argument("--threads", type=int, help="torch and faiss threads (default: torch's default)")
+    parser.add_argument("--cpu-time", action="store_true", help="time process CPU time instead of wall time")
     parser.add_argument("--memory-child", nargs=3, type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    import faiss
+
+    global CLOCK
+    CLOCK = time.process_time if args.cpu_time else time.perf_counter
+    torch.set_num_threads(args.threads or torch.get_num_threads())
+    faiss.omp_set_num_threads(torch.get_num_threads())
+    flags = [f"--threads={torch.get_num_threads()}", *(["--cpu-time"] if args.cpu_time else [])]
     if args.memory_child:
         memory_child(*args.memory_child)
         return
-    import faiss
 
     config = QUICK if args.quick else FULL
     print(
         f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, load average "
         f"{os.getloadavg()[0]:.1f}; torch {torch.__version__} ({torch.get_num_threads()} threads), "
-        f"faiss {faiss.__version__} ({faiss.omp_get_max_threads()} threads)\n"
+        f"faiss {faiss.__version__} ({faiss.omp_get_max_threads()} threads); median of {config['repeats']} "
+        f"{'CPU' if args.cpu_time else 'wall'} times\n"
     )
     print("| measurement | time | ratio | no cliff |\n|---|---|---|---|")
-    for line in compare(config["compare"], config["repeats"]) + memory(config["memory"]):
+    for line in compare(config["compare"], config["repeats"]) + memory(config["memory"], flags):
         print(line, flush=True)
 
 
