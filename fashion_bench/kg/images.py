@@ -29,20 +29,23 @@ def encode_prompts(
     return F.normalize(torch.cat(chunks), dim=-1)
 
 
-def mmr(concept: torch.Tensor, candidates: torch.Tensor, keep: int, diversity: float) -> list[int]:
-    """Positions (into ``candidates`` [K, D], sorted by similarity to ``concept`` [D]) of the ``keep`` kept."""
-    relevance = candidates @ concept
-    mutual = candidates @ candidates.t()
-    chosen = [int(relevance.argmax())]
-    left = torch.ones(len(candidates), dtype=torch.bool, device=candidates.device)
-    left[chosen[0]] = False
-    while len(chosen) < min(keep, len(candidates)):
-        redundancy = mutual[:, chosen].amax(dim=1)
+def mmr(relevance: torch.Tensor, candidates: torch.Tensor, keep: int, diversity: float) -> torch.Tensor:
+    """Positions [C, keep] (into each concept's ``candidates`` [C, K, D], relevance [C, K] to their concept) of the
+    kept candidates, for all concepts at once: ``keep`` steps of batched arg-max instead of a loop per concept
+    (which took minutes per epoch for the ~4,000 concepts of the small world)."""
+    rows = torch.arange(len(candidates), device=candidates.device)
+    mutual = candidates @ candidates.transpose(1, 2)  # [C, K, K]
+    best = relevance.argmax(dim=1)
+    chosen, redundancy = [best], mutual[rows, :, best]  # max similarity to the kept ones, [C, K]
+    left = torch.ones_like(relevance, dtype=torch.bool)
+    left[rows, best] = False
+    for _ in range(1, min(keep, candidates.shape[1])):
         score = ((1 - diversity) * relevance - diversity * redundancy).masked_fill(~left, float("-inf"))
-        best = int(score.argmax())
+        best = score.argmax(dim=1)
         chosen.append(best)
-        left[best] = False
-    return chosen
+        left[rows, best] = False
+        redundancy = torch.maximum(redundancy, mutual[rows, :, best])
+    return torch.stack(chosen, dim=1)
 
 
 @torch.no_grad()
@@ -64,8 +67,7 @@ def concept_images(
     for start in range(0, len(concepts), chunk):
         block = concepts[start : start + chunk].float()
         top_score, top_index = (block @ images.t()).topk(k, dim=1)
-        for row in range(len(block)):
-            chosen = mmr(block[row], images[top_index[row]], kept, diversity)
-            index[start + row] = top_index[row, chosen]
-            score[start + row] = top_score[row, chosen]
+        chosen = mmr(top_score, images[top_index], kept, diversity)
+        index[start : start + len(block)] = top_index.gather(1, chosen)
+        score[start : start + len(block)] = top_score.gather(1, chosen)
     return index, score

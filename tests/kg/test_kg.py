@@ -66,14 +66,38 @@ def test_matcher_pads_with_ancestors_once_each_then_minus_one():
 def test_mmr_keeps_the_best_then_trades_relevance_for_diversity():
     concept = torch.tensor([1.0, 0.0])
     candidates = torch.nn.functional.normalize(torch.tensor([[1.0, 0.0], [0.99, 0.01], [0.6, 0.8]]), dim=-1)
-    assert mmr(concept, candidates, keep=2, diversity=0.8) == [0, 2]
-    assert mmr(concept, candidates, keep=2, diversity=0.0) == [0, 1]
+    relevance = (candidates @ concept)[None]
+    assert mmr(relevance, candidates[None], keep=2, diversity=0.8).tolist() == [[0, 2]]
+    assert mmr(relevance, candidates[None], keep=2, diversity=0.0).tolist() == [[0, 1]]
     index, score = concept_images(concept[None], candidates, candidates=3, keep=2)
     assert index.tolist() == [[0, 2]] and score.shape == (1, 2)
     with pytest.raises(ValueError, match="diversity must be in"):
         concept_images(concept[None], candidates, diversity=1.5)
     with pytest.raises(ValueError, match="keep <= candidates"):
         concept_images(concept[None], candidates, candidates=5, keep=10)
+
+
+def sequential_mmr(concept: torch.Tensor, candidates: torch.Tensor, keep: int, diversity: float) -> list[int]:
+    """The definition, one concept and one pick at a time (the oracle of the batched version)."""
+    relevance, mutual, chosen = candidates @ concept, candidates @ candidates.t(), []
+    while len(chosen) < min(keep, len(candidates)):
+        redundancy = mutual[:, chosen].amax(dim=1) if chosen else torch.zeros(len(candidates))
+        score = (1 - diversity) * relevance - (diversity * redundancy if chosen else 0.0)
+        score[chosen] = float("-inf")
+        chosen.append(int(score.argmax()))
+    return chosen
+
+
+def test_batched_mmr_keeps_what_one_concept_at_a_time_keeps():
+    torch.manual_seed(0)
+    concepts = torch.nn.functional.normalize(torch.randn(300, 16), dim=-1)
+    images = torch.nn.functional.normalize(torch.randn(500, 16), dim=-1)
+    index, score = concept_images(concepts, images, candidates=20, keep=10, diversity=0.8, chunk=128)
+    for row, concept in enumerate(concepts):
+        top = (images @ concept).topk(20).indices
+        expected = top[sequential_mmr(concept, images[top], 10, 0.8)]
+        assert index[row].tolist() == expected.tolist()
+        torch.testing.assert_close(score[row], images[expected] @ concept)
 
 
 def test_graph_folder_round_trips_and_bad_files_are_named(tmp_path):
