@@ -14,9 +14,12 @@ PYTEST_ARGS ?=
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 12
 
+# uv, when on PATH, installs in seconds; it does not read pip's configuration (e.g. a local wheel folder for the
+# CPU torch), so whatever it cannot resolve falls back to pip. UV= (empty) forces pip.
+UV ?= $(shell command -v uv 2>/dev/null)
 $(VENV)/.installed: pyproject.toml $(CONSTRAINTS)
 	test -x $(PY) || python3 -m venv $(VENV)
-	$(PY) -m pip install --quiet $(PIP_CONSTRAINT_FLAG) -e '.[dev]'
+	$(if $(UV),$(UV) pip install --quiet --python $(PY) $(PIP_CONSTRAINT_FLAG) -e '.[dev]' || )$(PY) -m pip install --quiet $(PIP_CONSTRAINT_FLAG) -e '.[dev]'
 	touch $@
 
 install: $(VENV)/.installed  ## create .venv and install fashion-bench with its dev tools
