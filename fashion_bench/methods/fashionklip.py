@@ -28,6 +28,8 @@ from fashion_bench.losses import contrastive_loss, same_label_targets
 from fashion_bench.methods.base import EncoderConfig, OptimConfig
 from fashion_bench.methods.clip import ClipMethod
 
+TABLE_FEATURES = ("encode", "steps")
+
 
 def weighted_symmetric_ce(logits: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
     """Sum over samples of ``weights`` [P, B] times the symmetric cross-entropy of ``logits`` [P, B, B] (prototype
@@ -86,6 +88,7 @@ class FashionKlipMethod(ClipMethod):
         slots: int = 5,
         prototypes: int = 5,
         lambda_ratio: float = 5.0,
+        table_features: str = "encode",
     ) -> None:
         """
         Args:
@@ -95,21 +98,31 @@ class FashionKlipMethod(ClipMethod):
                 (``candidates`` 20, ``keep`` 10, MMR ``diversity`` 0.8), re-run with the current model every epoch.
             slots: concepts per sample (written ones, then ancestors); prototypes: of each concept's kept images, how
                 many (closest to the sample image) enter the loss; lambda_ratio: lambda = L_clip / (ratio L_concept).
+            table_features: the image features each epoch's table is picked from. ``encode``: every training image
+                encoded with the current model at the start of every epoch (one extra forward pass over the training
+                set per epoch). ``steps``: the features the training steps of the previous epoch computed for their
+                images (gathered across ranks; images an epoch did not see keep older ones), so only the first epoch
+                of a fit encodes the training set; the table then reflects the model as it was during that epoch.
         """
         super().__init__(encoder, optim, learn_temperature)
         if slots < 1 or prototypes < 1 or lambda_ratio <= 0:
             raise ValueError(f"fashionklip: slots and prototypes must be >= 1 and lambda_ratio > 0 (got {slots}, {prototypes}, {lambda_ratio})")
         self.kg, self.kg_settings = kg, kg_settings or KgSettings()
         self.slots, self.prototypes, self.lambda_ratio = slots, prototypes, lambda_ratio
+        if table_features not in TABLE_FEATURES:
+            raise ValueError(f"fashionklip: table_features must be one of {TABLE_FEATURES}, got {table_features!r}")
         if self.prototypes > self.kg_settings.keep:
             raise ValueError(f"fashionklip: prototypes ({prototypes}) exceeds the images kept per concept ({self.kg_settings.keep})")
         self.graph: ConceptGraph | None = None
         self.concept_tokens: torch.Tensor | None = None
         self.table: torch.Tensor | None = None  # prototype features [C, keep, D] of the current epoch
         self.table_epoch = -1
+        self.table_features = table_features
+        self.image_bank: torch.Tensor | None = None  # normalised features [N, D] of the training images (``steps``)
         self.save_config(
             encoder=self.encoder_config, optim=self.optim, learn_temperature=learn_temperature, kg=kg,
             kg_settings=self.kg_settings, slots=slots, prototypes=prototypes, lambda_ratio=lambda_ratio,
+            table_features=table_features,
         )
 
     # --- the knowledge graph ------------------------------------------------------------------------------------
@@ -136,8 +149,13 @@ class FashionKlipMethod(ClipMethod):
     def rebuild_table(self) -> None:
         """Each concept's prototype images, picked and encoded with the current model."""
         graph = self.load_graph()
-        _, features = self.encode_split("train", desc="encoding training images for the concept table")
-        features = F.normalize(features, dim=-1)
+        if self.image_bank is not None:
+            features = self.image_bank
+        else:
+            _, features = self.encode_split("train", desc="encoding training images for the concept table")
+            features = F.normalize(features, dim=-1)
+            if self.table_features == "steps":
+                self.image_bank = features
         was_training = self.training
         self.eval()
         concepts = encode_prompts(graph.phrases, self.encoder.tokenize, self.encoder.encode_text, self.device)
@@ -182,6 +200,8 @@ class FashionKlipMethod(ClipMethod):
         labels = self.gather(batch["label"])
         clip = contrastive_loss(image, text, scale, query_labels=labels, target_labels=labels)
         concepts = self.gather(batch["concepts"])
+        if self.image_bank is not None:
+            self.image_bank[self.gather(batch["index"])] = image.detach().to(self.image_bank.dtype)
         assert self.table is not None
         table = self.table.to(self.device)
         concept = concept_loss(image.detach(), concepts, self.encode_concepts(concepts), table, scale, self.prototypes)

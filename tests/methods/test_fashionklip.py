@@ -51,7 +51,8 @@ def test_concept_loss_trains_the_concept_texts_and_drops_with_alignment():
 @pytest.mark.parametrize(
     "kwargs, message",
     [({"slots": 0}, "slots and prototypes must be >= 1"), ({"lambda_ratio": 0.0}, "lambda_ratio > 0"),
-     ({"prototypes": 11}, r"prototypes \(11\) exceeds the images kept per concept \(10\)")],
+     ({"prototypes": 11}, r"prototypes \(11\) exceeds the images kept per concept \(10\)"),
+     ({"table_features": "cache"}, r"table_features must be one of \('encode', 'steps'\), got 'cache'")],
 )
 def test_bad_settings_are_named(kwargs, message):
     with pytest.raises(ValueError, match=message):
@@ -68,6 +69,28 @@ def test_bad_kg_folder_is_named(tmp_path):
     method = FashionKlipMethod(kg=str(tmp_path))
     with pytest.raises(ValueError, match="concepts.jsonl: cannot read the knowledge-graph file"):
         method.load_graph()
+
+
+@pytest.mark.parametrize("table_features, encodes", [("encode", 2), ("steps", 1)])
+def test_tables_reuse_the_training_steps_features_when_asked(tiny_world, tiny_encoder, tmp_path, table_features, encodes):
+    import lightning.pytorch as pl
+
+    from fashion_bench.data.datamodule import FashionDataModule
+    from fashion_bench.encoders import export_open_clip_checkpoint
+    from fashion_bench.methods.base import EncoderConfig, OptimConfig
+
+    weights = str(export_open_clip_checkpoint(tiny_encoder, tmp_path / "w.pt"))
+    method = FashionKlipMethod(EncoderConfig(pretrained=weights), OptimConfig(), table_features=table_features)
+    calls = []
+    encode_split = method.encode_split
+    method.encode_split = lambda *a, **k: calls.append(1) or encode_split(*a, **k)
+    data = FashionDataModule(dataset="synth-t2i", root=str(tiny_world.parent), synthetic_preset="tiny", num_workers=0, batch_size=64)
+    pl.Trainer(max_epochs=2, accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
+               enable_model_summary=False, limit_val_batches=0).fit(method, datamodule=data)
+    assert len(calls) == encodes and method.table_epoch == 1
+    if table_features == "steps":  # every training image was seen in epoch 1: the bank holds the steps' features
+        _, fresh = encode_split("train")
+        assert method.image_bank.shape == fresh.shape and not torch.allclose(method.image_bank, F.normalize(fresh, dim=-1))
 
 
 def _fit(tiny_world: Path, runs: Path, weights: Path, *extra: str) -> dict[str, float]:
