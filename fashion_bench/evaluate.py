@@ -17,6 +17,7 @@ from pathlib import Path
 
 import yaml
 
+from fashion_bench.data.adapters.manifest import parse_columns
 from fashion_bench.encoders.clip import HF_HUB_PREFIX, WEIGHT_SUFFIXES
 
 CLIP_METHOD = "fashion_bench.methods.clip.ClipMethod"
@@ -36,18 +37,6 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--num-workers", type=int, default=2)
     parser.add_argument("--device", choices=("cpu", "cuda"), default=None, help="default: cuda when available")
     return parser.parse_args(argv)
-
-
-def parse_columns(text: str) -> dict[str, str | list[str]]:
-    """``image=img_path,text=title+description`` -> ``{"image": "img_path", "text": ["title", "description"]}``."""
-    columns: dict[str, str | list[str]] = {}
-    for pair in filter(None, (p.strip() for p in text.split(","))):
-        field, sep, column = pair.partition("=")
-        if not sep or not field.strip() or not column.strip():
-            raise ValueError(f"--columns: expected field=column pairs separated by commas, got '{pair}'")
-        names = [c.strip() for c in column.split("+")]
-        columns[field.strip()] = names if len(names) > 1 else names[0]
-    return columns
 
 
 def model_args(model: str, pretrained: str | None) -> list[str]:

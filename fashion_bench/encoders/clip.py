@@ -84,6 +84,14 @@ def _hub_offline_hint(model: str, cache_dir: str | None) -> str:
     )
 
 
+def _restored_elsewhere(pretrained: str | None) -> bool:
+    """A weights file that is gone while a method is rebuilt from its own checkpoint (``--ckpt_path FILE``,
+    ``fashion-bench index --run``): e.g. an earlier stage's export, named relative to another folder."""
+    from fashion_bench.stages import weights_will_be_restored
+
+    return bool(pretrained) and weights_will_be_restored() and _looks_like_path(pretrained) and not Path(pretrained).is_file()
+
+
 def _looks_like_path(value: str) -> bool:
     return os.sep in value or value.endswith(WEIGHT_SUFFIXES)
 
@@ -116,6 +124,8 @@ def hub_config_file(model: str, cache_dir: str | None = None) -> Path:
 def create_clip(model: str, pretrained: str | None, cache_dir: str | None = None) -> nn.Module:
     """The open_clip model with the weights ``pretrained`` names (see the module docstring)."""
     open_clip = open_clip_module()
+    if _restored_elsewhere(pretrained):
+        pretrained = None  # the architecture only: a checkpoint holding every weight is loaded next
     local = _local_file(model, pretrained)
     hub = model.startswith(HF_HUB_PREFIX)
     if hub and pretrained and local is None:

@@ -23,8 +23,8 @@ def index_parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", required=True, type=Path, help="index directory to write (or to add to, with --add)")
     parser.add_argument("--add", action="store_true", help="add the catalogue's items to the index in --out")
     parser.add_argument("--image-root", help="folder the catalogue's relative image paths start from (default: its folder)")
-    parser.add_argument("--column", action="append", default=[], metavar="FIELD=COLUMN",
-                        help="read a field from another column, e.g. --column image=img_path --column text=title")
+    parser.add_argument("--columns", default="", metavar="FIELD=COLUMN,...",
+                        help="the catalogue's column names, as for eval: image=img_path,text=title+description,identity=sku")
     parser.add_argument("--flat-below", type=int, default=None, help="exact (flat) index below this many items (default 100000)")
     parser.add_argument("--hnsw-below", type=int, default=None, help="HNSW up to this many items, IVF above (default 2000000)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
@@ -65,13 +65,14 @@ def search_main(argv: list[str]) -> int:
 
 
 def _index(args: argparse.Namespace) -> int:
+    from fashion_bench.data.adapters.manifest import parse_columns
     from fashion_bench.search.build import add, build
     from fashion_bench.search.index import IndexPolicy
     from fashion_bench.search.store import INFO_FILE, IndexDirError
 
     sizes = {"flat_below": args.flat_below, "hnsw_below": args.hnsw_below}
     policy = IndexPolicy(**{k: v for k, v in sizes.items() if v is not None}, seed=args.seed)
-    common: dict[str, Any] = dict(policy=policy, image_root=args.image_root, columns=_columns(args.column),
+    common: dict[str, Any] = dict(policy=policy, image_root=args.image_root, columns=parse_columns(args.columns) or None,
                                   device=args.device, batch_size=args.batch_size, num_workers=args.num_workers)
     if args.add:
         info = add(args.out, args.catalogue, run=args.run, **common)
@@ -127,19 +128,6 @@ def _open_image(path: Path | None):
             return image.convert("RGB")
     except (UnidentifiedImageError, OSError) as err:
         raise SearchError(f"{path}: not a readable image ({err})") from None
-
-
-def _columns(pairs: list[str]) -> dict[str, str | list[str]] | None:
-    from fashion_bench.data.schema import DataError
-
-    columns: dict[str, str | list[str]] = {}
-    for pair in pairs:
-        field, sep, column = pair.partition("=")
-        if not sep or not field or not column:
-            raise DataError(f"--column {pair!r}: expected FIELD=COLUMN, e.g. --column image=img_path")
-        names = [c for c in column.split(",") if c]
-        columns[field] = names if len(names) > 1 else names[0]
-    return columns or None
 
 
 def _guarded(command: str, verbose: bool, body: Callable[[], int]) -> int:

@@ -295,3 +295,15 @@ def image_queries(split: str, items: dict[str, Item], query_domain: str | None) 
 
 for _name in ("catalogue", "manifest"):
     register(DatasetInfo(_name, task="t2i", protocol="t2i", loader=catalogue_loader))
+
+
+def parse_columns(text: str) -> dict[str, str | list[str]]:
+    """``image=img_path,text=title+description`` -> ``{"image": "img_path", "text": ["title", "description"]}``."""
+    columns: dict[str, str | list[str]] = {}
+    for pair in filter(None, (p.strip() for p in text.split(","))):
+        field, sep, column = pair.partition("=")
+        if not sep or not field.strip() or not column.strip():
+            raise DataError(f"--columns: expected field=column pairs separated by commas, got '{pair}'")
+        names = [c.strip() for c in column.split("+")]
+        columns[field.strip()] = names if len(names) > 1 else names[0]
+    return columns
