@@ -35,10 +35,10 @@ def find_browser() -> tuple[str, str]:
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator:
+    browser, driver_path = find_browser()  # skips, naming what is missing, before selenium is imported
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
-    browser, driver_path = find_browser()
     options = webdriver.ChromeOptions()
     options.binary_location = browser
     for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
