@@ -27,7 +27,7 @@ from fashion_bench.provenance import config_hash
 from fashion_bench.retrieval.callback import RetrievalEvaluator
 from fashion_bench.timing import PhaseTimer
 from fashion_bench.retrieval.results import now_iso
-from fashion_bench.stages import StagePublisher, newest_run, resolve_artefact, restoring_weights, run_seed
+from fashion_bench.stages import StagePublisher, as_reference, newest_run, resolve_artefact, restoring_weights, run_seed
 from fashion_bench.user_errors import note_run_dir, release
 
 DEFAULT_RUNS_ROOT = "runs"
@@ -133,14 +133,11 @@ class FashionCLI(LightningCLI):
         if cfg.get("ckpt_path"):
             self.checkpoint_seed = run_seed(Path(cfg["ckpt_path"]).parent.parent)
         self.restoring = self.subcommand in ("validate", "test", "predict") and bool(cfg.get("ckpt_path"))
-        self.stage_references: dict[str, str] = {}  # model key -> the `run:` reference as written
         for key, value in list(cfg["model"].items()):
             if isinstance(value, str):
                 default = "encoder.pt" if key.endswith("pretrained") else "model.ckpt"
                 try:
                     cfg["model"][key] = resolve_artefact(value, root, seed, default)
-                    if cfg["model"][key] != value:
-                        self.stage_references[key] = value
                 except FileNotFoundError:
                     if not self.restoring:  # restored weights do not need the earlier stage's files
                         raise
@@ -186,12 +183,15 @@ class FashionCLI(LightningCLI):
                     "ckpt_path": cfg.get("ckpt_path"),
                 }
 
-    def _as_written(self, cfg: Any) -> dict[str, Any]:
-        """The resolved config with each stage input as its ``run:`` reference: a later stage's seeds read
-        different files (each seed's own earlier stage) yet run one configuration."""
+    @staticmethod
+    def _as_written(cfg: Any) -> dict[str, Any]:
+        """The resolved config with each earlier stage's file as its ``run:`` reference (also when it came from a
+        checkpoint's arguments, as for ``--ckpt_path best``): a later stage's seeds read different files (each
+        seed's own earlier stage) yet run one configuration."""
         plain = _plain(cfg)
-        for key, reference in getattr(self, "stage_references", {}).items():
-            _with_value(plain["model"], key, reference)
+        for key, value in cfg["model"].items():
+            if isinstance(value, str) and as_reference(value) != value:
+                _with_value(plain["model"], key, as_reference(value))
         return plain
 
     def after_fit(self) -> None:

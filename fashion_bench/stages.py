@@ -52,6 +52,17 @@ def weights_will_be_restored() -> bool:
     return _restoring
 
 
+_PUBLISHED_FILE = re.compile(rf"(?:^|/)([^/]+)/[^/]+_seed\d+/{PUBLISHED_DIR}/([^/]+)$")
+
+
+def as_reference(value: str) -> str:
+    """A published artefact's path (``<runs>/<experiment>/<run>_seed<S>/published/<file>``) as the reference that
+    names it for any seed (``run:<experiment>/<file>``); other values unchanged. Config hashes use it: each seed
+    of a later stage reads its own seed's file, yet the seeds run one configuration."""
+    match = _PUBLISHED_FILE.search(value.replace("\\", "/"))
+    return f"{RUN_PREFIX}{match.group(1)}/{match.group(2)}" if match else value
+
+
 def run_seed(run_dir: Path) -> int | None:
     """The seed in a run directory's name (``<stamp>_seed<S>``)."""
     match = _SEED.search(Path(run_dir).name)

@@ -154,13 +154,17 @@ def test_seeds_of_a_later_stage_are_one_configuration(tiny_world, tiny_weights, 
     """Each seed's stage 2 reads its own seed's stage-1 file, yet the seeds run one configuration: the config
     hash counts the `run:` reference as written, not the file it resolved to."""
     runs = tmp_path / "runs"
-    steps = ["--trainer.max_steps", "2", "--trainer.max_epochs", "1"]
+    steps = ["--trainer.limit_train_batches", "2", "--trainer.max_epochs", "1"]
     for seed in ("0", "1"):
         for config, weights in (("clip4cir-stage1__synth-cir", tiny_weights), ("clip4cir__synth-cir", None)):
             run_cli(["fit", "--config", str(REPO / "configs/experiment" / f"{config}.yaml"),
                      *tiny_args(tiny_world, runs, weights), *steps, "--seed_everything", seed])
+        run_cli(["test", "--config", str(REPO / "configs/experiment/clip4cir__synth-cir.yaml"),
+                 *tiny_args(tiny_world, runs), "--ckpt_path", "best", "--seed_everything", seed])  # args from the ckpt
     payloads = results_of(runs, "clip4cir__synth-cir")
-    assert sorted(p["seed"] for p in payloads) == [0, 1]
-    assert len({p["config_hash"] for p in payloads}) == 1
-    inputs = [p["stage_inputs"] for p in payloads]
-    assert inputs[0] != inputs[1]  # each seed did read its own stage-1 file
+    for split in ("val", "test"):
+        of_split = [p for p in payloads if p["split"] == split]
+        assert sorted(p["seed"] for p in of_split) == [0, 1]
+        assert len({p["config_hash"] for p in of_split}) == 1, split
+        inputs = [p["stage_inputs"] for p in of_split]
+        assert inputs[0] != inputs[1]  # each seed did read its own stage-1 file
