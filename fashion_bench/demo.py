@@ -96,7 +96,8 @@ def _seed0_steps() -> list[Step]:
     steps += fit_and_test("enclip__synth-t2i-lowq", *one_epoch)
     steps += fit_and_test("clip-finetune__synth-t2i", *one_epoch) + fit_and_test("fashionklip__synth-t2i", *one_epoch)
     steps += fit_and_test("progressive-stage2__synth-t2i", *one_epoch)
-    for config in ("progressive__synth-cir", "progressive-nostage2__synth-cir", "progressive-fixedweights__synth-cir"):
+    for config in ("progressive__synth-cir", "progressive-nostage2__synth-cir", "progressive-fixedweights__synth-cir",
+                   "clip-finetune__synth-cir"):
         steps += fit_and_test(config, *one_epoch)
     return steps
 
