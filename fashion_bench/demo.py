@@ -3,7 +3,10 @@
 Steps run as separate ``fashion-bench`` processes (as a user would run them) and are skipped when their
 results already exist, so an interrupted demo resumes where it stopped. On Linux each step is a forked child of
 one process that imported torch, Lightning and open_clip once (``--no-fork``: a fresh interpreter per step);
-the children share nothing else, and importing the stack costs ~4-5 s per process on the 2-core machine. Order: generate the world, pretrain
+the children share nothing else, and importing the stack costs ~4-5 s per process on the 2-core machine.
+Independent steps run two at a time (``--jobs``), each with its share of the cores (``fashion_bench.lanes``);
+a step waits for the steps it reads from (:func:`prerequisites`). Each step's output goes to
+``<runs>/demo_logs/``. Order: generate the world, pretrain
 the tiny CLIP on synth-t2i (its weights stand in for pretrained CLIP weights), then every experiment config on
 its synthetic dataset (zero-shot baselines, fine-tunes, method stages), each tested on the test split, then
 ``fashion-bench report``.
@@ -16,6 +19,7 @@ import importlib
 import json
 import os
 import pkgutil
+import re
 import subprocess
 import sys
 import time
@@ -26,6 +30,7 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from fashion_bench.atomic import write_text_atomic
+from fashion_bench.lanes import run_in_lanes
 
 EXPERIMENTS = Path("configs/experiment")
 
@@ -113,26 +118,84 @@ def finished(runs: Path, step: Step) -> bool:
     return False
 
 
-def run_in_fork(args: list[str]) -> int:
-    """``fashion-bench <args>`` in a forked child: the parent imported the stack but never ran a torch op, so
-    the child starts with no threads to inherit."""
-    pid = os.fork()
-    if pid == 0:
-        code = 1
-        try:
-            from fashion_bench.cli import main as cli_main
+class ForkedStep:
+    """A step running as a forked child of this process (Linux): the parent imported the stack but never ran a
+    torch op, so the child starts with no threads to inherit and sets its own thread count."""
 
-            code = cli_main(args)
-        except SystemExit as exit_:
-            code = exit_.code if isinstance(exit_.code, int) else 1
-        except BaseException:
-            traceback.print_exc()
-        finally:
-            sys.stdout.flush()
-            sys.stderr.flush()
-            os._exit(code)
-    _, status = os.waitpid(pid, 0)
-    return os.waitstatus_to_exitcode(status)
+    def __init__(self, args: list[str], threads: int, log: Path) -> None:
+        log.parent.mkdir(parents=True, exist_ok=True)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        self.pid = os.fork()
+        if self.pid == 0:
+            _run_child(args, threads, log)
+
+    def poll(self) -> int | None:
+        pid, status = os.waitpid(self.pid, os.WNOHANG)
+        return None if pid == 0 else os.waitstatus_to_exitcode(status)
+
+
+def _run_child(args: list[str], threads: int, log: Path) -> None:
+    code = 1
+    try:
+        fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        os.dup2(fd, 1)
+        os.dup2(fd, 2)
+        sys.stdout = open(1, "w", buffering=1, closefd=False)  # also when sys.stdout was not fd 1 (a test's capture)
+        sys.stderr = open(2, "w", buffering=1, closefd=False)
+        import torch
+
+        torch.set_num_threads(threads)
+        if "faiss" in sys.modules:
+            sys.modules["faiss"].omp_set_num_threads(threads)
+        from fashion_bench.cli import main as cli_main
+
+        code = cli_main(args)
+    except SystemExit as exit_:
+        code = exit_.code if isinstance(exit_.code, int) else 1
+    except BaseException:
+        traceback.print_exc()
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+
+
+def start_step(step: Step, runs: Path, threads: int, fork: bool) -> ForkedStep | subprocess.Popen:
+    """Launch a step with ``threads`` threads, its output going to :func:`log_path`."""
+    log = log_path(runs, step)
+    if fork:
+        return ForkedStep(step.cli_args(runs), threads, log)
+    log.parent.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    with log.open("w") as out:
+        return subprocess.Popen(step.command(runs), stdout=out, stderr=subprocess.STDOUT, env=env)
+
+
+def available_cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def log_path(runs: Path, step: Step) -> Path:
+    return runs / "demo_logs" / f"{step.experiment}.{step.verb}.seed{step.seed}.log"
+
+
+RUN_REFERENCE = re.compile(r"run:([\w.\-]+)/")  # a config's reference to an earlier stage (fashion_bench.stages)
+
+
+def prerequisites(steps: list[Step]) -> list[set[int]]:
+    """Per step, the steps that must finish first: the pretraining (its weights stand in for downloaded ones),
+    the fit of the same experiment and seed for a test, and the fit of every earlier stage its config names
+    (``run:<experiment>/...``, same seed)."""
+    fit_of = {(s.experiment, s.seed): i for i, s in enumerate(steps) if s.verb == "fit"}
+    pretraining = fit_of.get((PUBLISHES_SHARED_WEIGHTS, 0))
+    needs: list[set[int]] = []
+    for i, step in enumerate(steps):
+        config = (EXPERIMENTS / f"{step.config}.yaml").read_text()
+        names = [step.experiment] if step.verb != "fit" else []
+        wanted = {fit_of.get((name, step.seed)) for name in [*names, *RUN_REFERENCE.findall(config)]}
+        needs.append({j for j in wanted | {pretraining} if j is not None and j != i})
+    return needs
 
 
 def import_stack() -> None:
@@ -173,6 +236,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0],
                         help="seeds to run (default: 0); e.g. --seeds 0 1 2 repeats every step but the pretraining")
     parser.add_argument("--no-fork", action="store_true", help="start a fresh interpreter for every step")
+    parser.add_argument("--jobs", type=int, default=min(2, available_cores()),
+                        help="steps run at once, each with its share of the cores (default: 2, or 1 on one core)")
     parser.add_argument("--dry-run", action="store_true", help="print the commands only")
     args = parser.parse_args(argv)
     runs = Path(args.runs)
@@ -186,26 +251,39 @@ def main(argv: list[str] | None = None) -> int:
         ensure_world(Path(default_synthetic_root()) / "small-seed0", preset="small", seed=0)
         if fork:
             import_stack()
-    timings: list[tuple[Step, dict[str, float]]] = []
-    bar = tqdm(steps, desc="demo", unit="run")
-    for step in bar:
-        bar.set_postfix_str(f"{step.verb} {step.experiment} seed {step.seed}")
-        if finished(runs, step):
-            tqdm.write(f"skip (done): {step.verb} {step.experiment} seed {step.seed}")
-            continue
-        tqdm.write("$ " + " ".join(step.command(runs)))
-        if args.dry_run:
-            continue
-        step_started = time.perf_counter()
-        code = run_in_fork(step.cli_args(runs)) if fork else subprocess.run(step.command(runs)).returncode
-        if code != 0:
-            tqdm.write(f"FAILED ({code}): {step.verb} {step.experiment} seed {step.seed}")
-            return code
-        timings.append((step, step_timing(runs, step, time.perf_counter() - step_started)))
+    done = {i for i, step in enumerate(steps) if finished(runs, step)}
+    for i in sorted(done):
+        print(f"skip (done): {steps[i].verb} {steps[i].experiment} seed {steps[i].seed}")
     if args.dry_run:
+        for i, step in enumerate(steps):
+            if i not in done:
+                print("$ " + " ".join(step.command(runs)))
         return 0
+    timings: dict[int, tuple[Step, dict[str, float]]] = {}
+    bar = tqdm(total=len(steps) - len(done), desc="demo", unit="run")
+
+    def start(i: int, threads: int):
+        tqdm.write(f"$ {' '.join(steps[i].command(runs))}  [{threads} thread(s); log: {log_path(runs, steps[i])}]")
+        return start_step(steps[i], runs, threads, fork)
+
+    def on_finish(i: int, code: int, seconds: float) -> None:
+        step = steps[i]
+        bar.update()
+        if code != 0:
+            tail = log_path(runs, step).read_text(errors="replace").splitlines()[-30:]
+            tqdm.write("\n".join(tail) + f"\nFAILED ({code}): {step.verb} {step.experiment} seed {step.seed}; "
+                       f"whole output: {log_path(runs, step)}")
+            return
+        tqdm.write(f"done in {seconds:.0f} s: {step.verb} {step.experiment} seed {step.seed}")
+        timings[i] = (step, step_timing(runs, step, seconds))
+
+    code = run_in_lanes(prerequisites(steps), start, lanes=args.jobs, cores=available_cores(), done=done,
+                        on_finish=on_finish)
+    bar.close()
+    if code != 0:
+        return code
     if timings:
-        table = timing_table(timings)
+        table = timing_table([timings[i] for i in sorted(timings)])
         write_text_atomic(runs / "demo_timing.md", table)
         print(f"where the time went (seconds; also in {runs / 'demo_timing.md'}):\n{table}")
     report = subprocess.run([sys.executable, "-m", "fashion_bench.cli", "report", "--runs", str(runs), "--out", args.report_out,

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
-from fashion_bench.demo import EXPERIMENTS, Step, demo_steps, finished, main, run_in_fork, timing_table
+from fashion_bench.demo import EXPERIMENTS, ForkedStep, Step, demo_steps, finished, main, prerequisites, timing_table
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -61,10 +62,36 @@ def test_finished_only_counts_runs_of_the_step_seed(tmp_path):
     assert not finished(tmp_path, Step("clip__synth-id", "test", "clip__synth-id", seed=1))
 
 
-def test_a_forked_step_returns_the_command_exit_code(capfd):
-    assert run_in_fork(["--help"]) == 0
-    assert run_in_fork(["no-such-command"]) == 2
-    assert "unknown command 'no-such-command'" in capfd.readouterr().err
+def wait(child: ForkedStep) -> int:
+    while (code := child.poll()) is None:
+        time.sleep(0.05)
+    return code
+
+
+def test_a_forked_step_returns_the_command_exit_code_and_logs_its_output(tmp_path):
+    assert wait(ForkedStep(["--help"], 1, tmp_path / "help.log")) == 0
+    assert "fashion-bench <command>" in (tmp_path / "help.log").read_text()
+    assert wait(ForkedStep(["no-such-command"], 1, tmp_path / "logs" / "bad.log")) == 2
+    assert "unknown command 'no-such-command'" in (tmp_path / "logs" / "bad.log").read_text()
+
+
+def test_each_step_waits_for_the_steps_it_reads_from():
+    steps = demo_steps((0, 1))
+    needs = prerequisites(steps)
+    index = {(s.verb, s.experiment, s.seed): i for i, s in enumerate(steps)}
+
+    def after(verb: str, experiment: str, seed: int = 0) -> set[tuple[str, str, int]]:
+        return {(steps[j].verb, steps[j].experiment, steps[j].seed) for j in needs[index[verb, experiment, seed]]}
+
+    pretraining = ("fit", "clip__synth-t2i", 0)
+    assert needs[index[pretraining]] == set()
+    assert after("test", "clip-zeroshot__synth-cir") == {pretraining}
+    assert after("test", "clip__synth-cir", 1) == {pretraining, ("fit", "clip__synth-cir", 1)}
+    assert after("fit", "clip4cir__synth-cir", 1) == {pretraining, ("fit", "clip4cir-stage1__synth-cir", 1)}
+    assert after("fit", "multiprompt__synth-id") == {pretraining, ("fit", "multiprompt-stage1__synth-id", 0)}
+    assert after("fit", "progressive__synth-cir") == {pretraining, ("fit", "progressive-stage2__synth-t2i", 0)}
+    assert after("fit", "progressive-nostage2__synth-cir") == {pretraining}
+    assert all(j < i for i, deps in enumerate(needs) for j in deps)  # the plan's order is one valid order
 
 
 def test_timing_table_sums_the_phases():
