@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+import sys
 import time
 from pathlib import Path
 
-from fashion_bench.demo import EXPERIMENTS, ForkedStep, Step, demo_steps, finished, main, prerequisites, timing_table
+from fashion_bench.demo import (
+    EXPERIMENTS, ForkedStep, Step, demo_steps, finished, log_path, main, prerequisites, start_step, timing_table,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -73,6 +76,26 @@ def test_a_forked_step_returns_the_command_exit_code_and_logs_its_output(tmp_pat
     assert "fashion-bench <command>" in (tmp_path / "help.log").read_text()
     assert wait(ForkedStep(["no-such-command"], 1, tmp_path / "logs" / "bad.log")) == 2
     assert "unknown command 'no-such-command'" in (tmp_path / "logs" / "bad.log").read_text()
+
+
+def test_a_step_in_a_fresh_interpreter_gets_its_threads_and_its_log(tmp_path, monkeypatch):
+    import subprocess
+
+    monkeypatch.chdir(REPO)
+    launched = []
+    real_popen = subprocess.Popen
+
+    def recording_popen(*args, **kwargs):
+        launched.append(kwargs["env"])
+        return real_popen(*args, **kwargs)
+
+    monkeypatch.setattr("fashion_bench.demo.subprocess.Popen", recording_popen)
+    step = Step("clip__synth-id", "--help", "clip__synth-id")  # the CLI prints its help and exits 0
+    child = start_step(step, tmp_path, threads=3, fork=False)
+    assert launched[0]["OMP_NUM_THREADS"] == "3" and launched[0]["MKL_NUM_THREADS"] == "3"
+    assert child.wait(timeout=120) == 0
+    assert child.args[:3] == [sys.executable, "-m", "fashion_bench.cli"]
+    assert "fashion-bench <command>" in log_path(tmp_path, step).read_text()
 
 
 def test_each_step_waits_for_the_steps_it_reads_from():
