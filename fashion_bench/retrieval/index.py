@@ -259,9 +259,12 @@ def pair_scores(query: Embeddings, gallery: Embeddings, rows: Tensor, cols: Tens
     if query.device.type == "cpu":
         from fashion_bench.retrieval.kernels import pair_scores as cpu_pair_scores
 
-        flat_cols = cols.reshape(-1, 1)
-        flat_rows = rows.expand_as(cols).reshape(-1).contiguous()
-        return cpu_pair_scores(query.exact, gallery.exact, flat_rows, flat_cols.contiguous()).view(cols.shape)
+        flat_cols = cols.reshape(-1)
+        valid = (flat_cols >= 0).nonzero()[:, 0]  # only these are scored
+        flat_rows = rows.expand_as(cols).reshape(-1)[valid].contiguous()
+        out = torch.full((flat_cols.numel(),), -torch.inf, dtype=torch.float64)
+        out[valid] = cpu_pair_scores(query.exact, gallery.exact, flat_rows, flat_cols[valid, None].contiguous())[:, 0]
+        return out.view(cols.shape)
     if rows.ndim == 2 and rows.shape[1] == 1 and cols.ndim == 2:
         return _row_pair_scores(query, gallery, rows[:, 0], cols)
     flat_rows, flat_cols = rows.expand_as(cols).reshape(-1), cols.reshape(-1)
@@ -393,15 +396,21 @@ class TopK:
     def write(self, query: Embeddings, gallery: Embeddings, rows: Tensor, idx: Tensor, scores: Tensor) -> Tensor:
         """Fill ``idx``/``scores`` rows from the candidates rescored in float64; returns the rows not certified.
 
-        A row is certified when its k-th item (exact order) scores above its last float32 candidate plus the
-        error band, so no item outside the candidates can belong to the top k; or when that last candidate
-        is -inf (every non-excluded item is a candidate).
+        Only the candidates that can belong to the top k are rescored: the float32 top k and those within
+        twice the error band ``b`` below the k-th float32 score ``s``. Any item scoring below ``s - 2b`` in
+        float32 scores below each of the first k in float64, so it cannot join them. A row is certified when
+        its last float32 candidate is below ``s - 2b`` (every item that could join is a candidate), or is
+        -inf (every non-excluded item is a candidate).
         """
         cand, score = self.candidates()
+        band = error_band(query, gallery)[rows.to(query.device)]
+        reach = score[:, self.k - 1].double() - 2 * band
+        needed = score.double() >= reach[:, None]  # a prefix of each row (candidates by descending score)
+        width = max(self.k, int(needed.sum(1).max())) if len(rows) else self.k
+        cand = cand[:, :width].masked_fill(~needed[:, :width], -1)
         order, sorted_scores = order_candidates(cand, pair_scores(query, gallery, rows[:, None], cand))
         floor = score[:, -1].double()
-        band = error_band(query, gallery)[rows.to(query.device)]
-        sure = (floor == -torch.inf) | (sorted_scores[:, self.k - 1] > floor + band)
+        sure = (floor == -torch.inf) | (floor < reach)
         idx[rows] = order[:, : self.k].cpu()
         scores[rows] = sorted_scores[:, : self.k].cpu()
         return rows[~sure.cpu()]

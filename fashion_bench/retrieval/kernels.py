@@ -98,23 +98,53 @@ def _pool(workers: int) -> ThreadPoolExecutor:
     return ThreadPoolExecutor(workers, thread_name_prefix="fashion-bench-count")
 
 
+@numba.njit(nogil=True, cache=True, error_model="numpy", inline="always")
+def _tail(q, r, g, c, a0, d0):  # pragma: no cover - compiled
+    for d in range(d0, q.shape[1]):
+        a0 += np.float64(q[r, d]) * np.float64(g[c, d])
+    return a0
+
+
 @numba.njit(nogil=True, cache=True, error_model="numpy")
 def _pair_scores(q, g, rows, cols, out):  # pragma: no cover - compiled
-    dim = q.shape[1]
-    for i in range(cols.shape[0]):
-        r = rows[i]
-        for m in range(cols.shape[1]):
-            c = cols[i, m]
-            if c < 0:
-                out[i, m] = -np.inf
-                continue
-            acc = np.zeros(4)  # four chains in a fixed order: the same sum for every pair
-            for d in range(0, dim - dim % 4, 4):
-                for t in range(4):
-                    acc[t] += np.float64(q[r, d + t]) * np.float64(g[c, d + t])
-            for d in range(dim - dim % 4, dim):
-                acc[0] += np.float64(q[r, d]) * np.float64(g[c, d])
-            out[i, m] = (acc[0] + acc[1]) + (acc[2] + acc[3])
+    """Per pair, four chains in a fixed order (the same sum for every pair); four pairs at a time, so that
+    their chains overlap in the pipeline without changing any pair's sum."""
+    n_m = cols.shape[1]
+    total = cols.shape[0] * n_m
+    dd = q.shape[1] - q.shape[1] % 4
+    for p0 in range(0, total, 4):
+        p = np.empty(4, np.int64)
+        for t in range(4):
+            p[t] = min(p0 + t, total - 1)  # the last block repeats its last pair
+        r0, r1, r2, r3 = rows[p[0] // n_m], rows[p[1] // n_m], rows[p[2] // n_m], rows[p[3] // n_m]
+        c0, c1 = max(cols[p[0] // n_m, p[0] % n_m], 0), max(cols[p[1] // n_m, p[1] % n_m], 0)
+        c2, c3 = max(cols[p[2] // n_m, p[2] % n_m], 0), max(cols[p[3] // n_m, p[3] % n_m], 0)
+        a00 = a01 = a02 = a03 = a10 = a11 = a12 = a13 = 0.0
+        a20 = a21 = a22 = a23 = a30 = a31 = a32 = a33 = 0.0
+        for d in range(0, dd, 4):
+            a00 += np.float64(q[r0, d]) * np.float64(g[c0, d])
+            a01 += np.float64(q[r0, d + 1]) * np.float64(g[c0, d + 1])
+            a02 += np.float64(q[r0, d + 2]) * np.float64(g[c0, d + 2])
+            a03 += np.float64(q[r0, d + 3]) * np.float64(g[c0, d + 3])
+            a10 += np.float64(q[r1, d]) * np.float64(g[c1, d])
+            a11 += np.float64(q[r1, d + 1]) * np.float64(g[c1, d + 1])
+            a12 += np.float64(q[r1, d + 2]) * np.float64(g[c1, d + 2])
+            a13 += np.float64(q[r1, d + 3]) * np.float64(g[c1, d + 3])
+            a20 += np.float64(q[r2, d]) * np.float64(g[c2, d])
+            a21 += np.float64(q[r2, d + 1]) * np.float64(g[c2, d + 1])
+            a22 += np.float64(q[r2, d + 2]) * np.float64(g[c2, d + 2])
+            a23 += np.float64(q[r2, d + 3]) * np.float64(g[c2, d + 3])
+            a30 += np.float64(q[r3, d]) * np.float64(g[c3, d])
+            a31 += np.float64(q[r3, d + 1]) * np.float64(g[c3, d + 1])
+            a32 += np.float64(q[r3, d + 2]) * np.float64(g[c3, d + 2])
+            a33 += np.float64(q[r3, d + 3]) * np.float64(g[c3, d + 3])
+        a00, a10 = _tail(q, r0, g, c0, a00, dd), _tail(q, r1, g, c1, a10, dd)
+        a20, a30 = _tail(q, r2, g, c2, a20, dd), _tail(q, r3, g, c3, a30, dd)
+        sums = ((a00 + a01) + (a02 + a03), (a10 + a11) + (a12 + a13),
+                (a20 + a21) + (a22 + a23), (a30 + a31) + (a32 + a33))
+        for t in range(min(4, total - p0)):
+            i, m = p[t] // n_m, p[t] % n_m
+            out[i, m] = sums[t] if cols[i, m] >= 0 else -np.inf
 
 
 def pair_scores(query: Tensor, gallery: Tensor, rows: Tensor, cols: Tensor) -> Tensor:
