@@ -95,8 +95,12 @@ def _write_report(args: argparse.Namespace, collection: Collection, tables: list
                   claim_results: list[ClaimResult]) -> None:
     out: Path = args.out
     plots = {} if args.no_plots else _write_plots(tables, out)
-    diagnostics, diagnostic_plots = _write_diagnostics(collection, out, not args.no_plots)
+    diagnostics, diagnostic_links = _write_diagnostics(collection, out, not args.no_plots)
     pages = _write_galleries(collection, out, args.gallery_queries)
+    if not args.no_plots:
+        _prune(out / "plots", "*.png", [link for links in plots.values() for link in links] + diagnostic_links)
+    if args.gallery_queries > 0:
+        _prune(out / "galleries", "*.html", ["galleries/index.html"] + [f"galleries/{p.filename}" for p in pages])
     sections = ([render_claims(claim_results)] if claims else []) + ([diagnostics] if diagnostics else [])
     markdown = render_leaderboard(tables, collection, load_published(), plots=plots,
                                   galleries=[(p.label, f"galleries/{p.filename}") for p in pages], sections=sections)
@@ -105,7 +109,7 @@ def _write_report(args: argparse.Namespace, collection: Collection, tables: list
     print(f"report: {collection.found} results.json found: {len(collection.runs)} used, "
           f"{len(collection.superseded)} superseded (same seed), {len(collection.skipped)} skipped")
     print(f"report: wrote {display_path(out / 'leaderboard.md')}, leaderboard.csv, "
-          f"{sum(map(len, plots.values())) + diagnostic_plots} plot(s), {len(pages)} gallery page(s)")
+          f"{sum(map(len, plots.values())) + len(diagnostic_links)} plot(s), {len(pages)} gallery page(s)")
 
 
 def _write_plots(tables: list[Table], out: Path) -> dict[str, list[str]]:
@@ -119,8 +123,8 @@ def _write_plots(tables: list[Table], out: Path) -> dict[str, list[str]]:
     return plots
 
 
-def _write_diagnostics(collection: Collection, out: Path, draw: bool) -> tuple[str, int]:
-    """The per-query diagnostics section of the leaderboard and how many plots were written for it."""
+def _write_diagnostics(collection: Collection, out: Path, draw: bool) -> tuple[str, list[str]]:
+    """The per-query diagnostics section of the leaderboard and the plots written for it (relative to ``out``)."""
     from fashion_bench.report.diagnostics import diagnostics_plots, load_diagnostics, render_diagnostics
 
     found, warnings = load_diagnostics(collection.runs)
@@ -129,7 +133,17 @@ def _write_diagnostics(collection: Collection, out: Path, draw: bool) -> tuple[s
     pngs = diagnostics_plots(found) if draw else {}
     for name, png in pngs.items():
         _write(out / "plots" / name, png)
-    return render_diagnostics(found, {name: f"plots/{name}" for name in pngs}), len(pngs)
+    links = {name: f"plots/{name}" for name in pngs}
+    return render_diagnostics(found, links), list(links.values())
+
+
+def _prune(folder: Path, pattern: str, written: list[str]) -> None:
+    """Remove the files of an earlier report in a folder the report owns (``plots/``, ``galleries/``) that this
+    report did not write: pages and plots of runs no longer reported would otherwise stay beside the new ones."""
+    keep = {Path(link).name for link in written}
+    for stale in folder.glob(pattern):
+        if stale.name not in keep:
+            stale.unlink()
 
 
 def _regression(expectations: list[Expectation], claim_results: list[ClaimResult], collection: Collection,

@@ -42,6 +42,22 @@ def test_report_writes_everything_and_names_skipped_files(runs_dir: Path, tmp_pa
     assert not list(out.rglob("*.tmp"))
 
 
+def test_pages_and_plots_of_runs_no_longer_reported_are_removed(runs_dir: Path, tmp_path: Path) -> None:
+    _add_rankings(runs_dir, tmp_path)
+    out = tmp_path / "docs"
+    stale = [out / "galleries" / "old__20230101-000000_seed0.html", out / "plots" / "old__diagnostics.png"]
+    for path in stale:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("from an earlier report")
+    (out / "notes.md").write_text("not the report's")
+    assert main(["--runs", str(runs_dir), "--out", str(out)]) == 0
+    assert not any(path.exists() for path in stale)
+    assert (out / "notes.md").is_file()
+    assert (out / "galleries" / "clip4cir__synth-cir__20240101-000000_seed0.html").is_file()
+    links = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", (out / "leaderboard.md").read_text())
+    assert sorted(p.name for p in (out / "plots").glob("*.png")) == sorted(Path(link).name for link in links)
+
+
 def test_no_plots_no_galleries(runs_dir: Path, tmp_path: Path) -> None:
     _add_rankings(runs_dir, tmp_path)
     out = tmp_path / "docs"
