@@ -259,12 +259,10 @@ def pair_scores(query: Embeddings, gallery: Embeddings, rows: Tensor, cols: Tens
     if query.device.type == "cpu":
         from fashion_bench.retrieval.kernels import pair_scores as cpu_pair_scores
 
-        flat_cols = cols.reshape(-1)
-        valid = (flat_cols >= 0).nonzero()[:, 0]  # only these are scored
-        flat_rows = rows.expand_as(cols).reshape(-1)[valid].contiguous()
-        out = torch.full((flat_cols.numel(),), -torch.inf, dtype=torch.float64)
-        out[valid] = cpu_pair_scores(query.exact, gallery.exact, flat_rows, flat_cols[valid, None].contiguous())[:, 0]
-        return out.view(cols.shape)
+        if rows.ndim == 2 and rows.shape[1] == 1 and cols.ndim == 2:  # each query row against its own items
+            return cpu_pair_scores(query.exact, gallery.exact, rows[:, 0].contiguous(), cols.contiguous())
+        flat_rows = rows.expand_as(cols).reshape(-1).contiguous()
+        return cpu_pair_scores(query.exact, gallery.exact, flat_rows, cols.reshape(-1, 1).contiguous()).view(cols.shape)
     if rows.ndim == 2 and rows.shape[1] == 1 and cols.ndim == 2:
         return _row_pair_scores(query, gallery, rows[:, 0], cols)
     flat_rows, flat_cols = rows.expand_as(cols).reshape(-1), cols.reshape(-1)
@@ -295,6 +293,21 @@ def order_candidates(cand: Tensor, scores: Tensor) -> tuple[Tensor, Tensor]:
     by_score = scores.argsort(dim=1, descending=True, stable=True)
     cand, scores = cand.gather(1, by_score), scores.gather(1, by_score)
     return cand.masked_fill(scores == -torch.inf, -1), scores
+
+
+def order_nearly_sorted(cand: Tensor, scores: Tensor) -> tuple[Tensor, Tensor]:
+    """:func:`order_candidates` for rows nearly in that order already (candidates by float32 score, with
+    their float64 scores): on a CPU by insertion (kernels.py), the rows that would need many moves by
+    :func:`order_candidates`."""
+    if cand.device.type != "cpu":
+        return order_candidates(cand, scores)
+    from fashion_bench.retrieval.kernels import order_rows
+
+    order, sorted_scores, done = order_rows(cand.contiguous(), scores.contiguous())
+    redo = (~done).nonzero()[:, 0]
+    if len(redo):
+        order[redo], sorted_scores[redo] = order_candidates(cand[redo], scores[redo])
+    return order, sorted_scores
 
 
 def score_blocks(query: Embeddings, gallery: Embeddings, rows: Tensor) -> Iterator[tuple[int, Tensor]]:
@@ -408,7 +421,7 @@ class TopK:
         needed = score.double() >= reach[:, None]  # a prefix of each row (candidates by descending score)
         width = max(self.k, int(needed.sum(1).max())) if len(rows) else self.k
         cand = cand[:, :width].masked_fill(~needed[:, :width], -1)
-        order, sorted_scores = order_candidates(cand, pair_scores(query, gallery, rows[:, None], cand))
+        order, sorted_scores = order_nearly_sorted(cand, pair_scores(query, gallery, rows[:, None], cand))
         floor = score[:, -1].double()
         sure = (floor == -torch.inf) | (floor < reach)
         idx[rows] = order[:, : self.k].cpu()
@@ -420,28 +433,21 @@ class TopK:
         return self.idx.masked_fill(self.score == -torch.inf, -1), self.score
 
 
-class HeapTopK(TopK):
-    """On a CPU, the same candidates kept in faiss's heaps: the selection faiss's own search runs on each of
-    its GEMM blocks (per item, one compare against the row's current last candidate), here on ours."""
+class BufferTopK(TopK):
+    """On a CPU, the same candidates kept by the numba selection (kernels.py :class:`Selection`) while each
+    chunk is in cache: per row a floor and a buffer of the items above it, reduced to the best when full."""
 
     def __init__(self, n_rows: int, k: int) -> None:
-        import faiss
+        from fashion_bench.retrieval.kernels import Selection
 
-        self.k, width = k, k + TOPK_MARGIN
-        self.idx = torch.empty(n_rows, width, dtype=torch.int64)
-        self.score = torch.empty(n_rows, width)
-        self.heaps = faiss.float_minheap_array_t()
-        self.heaps.nh, self.heaps.k = n_rows, width
-        self.heaps.ids, self.heaps.val = faiss.swig_ptr(self.idx.numpy()), faiss.swig_ptr(self.score.numpy())
-        self.heaps.heapify()
-        self._ptr = faiss.swig_ptr
+        self.k = k
+        self.selection = Selection(n_rows, k + TOPK_MARGIN)
 
     def __call__(self, chunk: Tensor, row0: int, g0: int) -> None:
-        self.heaps.addn(chunk.shape[1], self._ptr(chunk.contiguous().numpy()), g0, row0, len(chunk))
+        self.selection.add(chunk, row0, g0)
 
     def candidates(self) -> tuple[Tensor, Tensor]:
-        self.heaps.reorder()  # sorted by descending score; empty slots (id -1) last
-        return self.idx, self.score.masked_fill(self.idx < 0, -torch.inf)
+        return self.selection.best()
 
 
 def topk(

@@ -1,17 +1,25 @@
-"""CPU kernel (numba) of the rank counter: per row of a chunk of float32 scores, how many items lie above
-each of the row's positives, and which lie within the error band of one, in one read of the row from cache.
+"""CPU kernels (numba) of the rank pass.
 
-Torch can only do this as a compare and a sum per threshold, each a full pass over the chunk with its own
-temporary; here each threshold is a vectorised loop over a row that stays in L1. Compiled on first use and
-cached on disk. The kernel is serial and releases the GIL; a chunk's rows are split over as many Python
-threads as torch uses (not numba's parallel layer, whose OpenMP threads would spin against torch's and
-faiss's, and whose default layer is not safe to call from several threads at once).
+The rank counter: per row of a chunk of float32 scores, how many items lie above each of the row's
+positives, and which lie within the error band of one, in one read of the row from cache. Torch can only do
+this as a compare and a sum per threshold, each a full pass over the chunk with its own temporary; here each
+threshold is a vectorised loop over a row that stays in L1.
+
+The top-k selection (:class:`Selection`): per row a floor and a buffer of the items above it, compacted by
+quickselect when full; most of a row is skipped by the maxima of its segments. The float64 pair scores
+(:func:`pair_scores`): one fixed summation order for every pair, a query row converted once for its items.
+
+Compiled on first use and cached on disk. The kernels are serial and release the GIL; a chunk's rows are
+split over as many Python threads as torch uses (not numba's parallel layer, whose OpenMP threads would spin
+against torch's and faiss's, and whose default layer is not safe to call from several threads at once).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from functools import cache
+from typing import TypeVar
 
 import numba
 import numpy as np
@@ -20,6 +28,11 @@ from torch import Tensor
 
 BAND_CAP = 16  # band items kept per (row, positive) and chunk; a fuller band is rescanned (many exact ties)
 MIN_ROWS = 16  # rows per thread at least
+TOP_SEGMENT = 8  # top-k: items per segment of a row (a power of two >= 2), skipped if its max is not above the floor
+TOP_BUFFER = 2  # top-k: a row's candidate buffer holds this many times the candidates kept, plus one segment
+SELECT_ROUNDS = 40  # quickselect rounds before the rest is sorted instead (a quadratic trap)
+
+T = TypeVar("T")
 
 
 @numba.njit(nogil=True, cache=True, error_model="numpy")
@@ -84,13 +97,17 @@ def count_rows(
         band[0, :m] += r0
         return band[:, :m]
 
-    parts = max(1, min(torch.get_num_threads(), len(x) // MIN_ROWS))
-    bounds = np.linspace(0, len(x), parts + 1).astype(int).tolist()
-    if parts == 1:
-        bands = [part(0, len(x))]
-    else:
-        bands = list(_pool(parts).map(part, bounds[:-1], bounds[1:]))
+    bands = _split_rows(len(x), part)
     return torch.from_numpy(above), torch.from_numpy(np.concatenate(bands, 1))
+
+
+def _split_rows(n_rows: int, part: Callable[[int, int], T]) -> list[T]:
+    """``part(r0, r1)`` over row ranges, one per thread torch uses (at least MIN_ROWS rows each)."""
+    parts = max(1, min(torch.get_num_threads(), n_rows // MIN_ROWS))
+    if parts == 1:
+        return [part(0, n_rows)]
+    bounds = np.linspace(0, n_rows, parts + 1).astype(int).tolist()
+    return list(_pool(parts).map(part, bounds[:-1], bounds[1:]))
 
 
 @cache
@@ -98,53 +115,248 @@ def _pool(workers: int) -> ThreadPoolExecutor:
     return ThreadPoolExecutor(workers, thread_name_prefix="fashion-bench-count")
 
 
+@numba.njit(nogil=True, cache=True, error_model="numpy")
+def _kth_largest(val, n, k, work):  # pragma: no cover - compiled
+    """The k-th largest of ``val[:n]`` (1 <= k <= n). Quickselect on copies in ``work`` [3, >= n]: a
+    median-of-3 pivot, each round one branch-free pass writing the items above and below it to the other two
+    rows; after SELECT_ROUNDS rounds (a quadratic trap) the rest is sorted (merge sort) instead."""
+    src = 0
+    work[0, :n] = val[:n]
+    for _ in range(SELECT_ROUNDS):
+        if n == 1:
+            return work[src, 0]
+        a, b, m = work[src, 0], work[src, n - 1], work[src, n >> 1]
+        p = max(min(a, b), min(max(a, b), m))
+        hi, lo = (src + 1) % 3, (src + 2) % 3
+        n_hi = n_lo = 0
+        for i in range(n):
+            v = work[src, i]
+            work[hi, n_hi] = v
+            work[lo, n_lo] = v
+            n_hi += np.int64(v > p)
+            n_lo += np.int64(v < p)
+        if k <= n_hi:
+            src, n = hi, n_hi
+        elif k <= n - n_lo:  # the k-th largest equals the pivot
+            return p
+        else:
+            src, n, k = lo, n_lo, k - (n - n_lo)
+    rest = work[src, :n]
+    return rest[np.argsort(rest, kind="mergesort")[n - k]]
+
+
+@numba.njit(nogil=True, cache=True, error_model="numpy")
+def _keep_best(val, ids, n, keep, work):  # pragma: no cover - compiled
+    """Move the ``keep`` largest of ``val[:n]`` (their ``ids`` along; of equal items, the first ones) to the
+    front, in their order, and return the smallest of them."""
+    t = _kth_largest(val, n, keep, work)
+    n_above = n_reach = 0
+    for i in range(n):
+        n_above += np.int64(val[i] > t)
+        n_reach += np.int64(val[i] >= t)
+    w = 0
+    if n_reach == keep:  # no surplus tie at t: keep every item >= t
+        for i in range(n):  # in place, without branching: w <= i
+            v = val[i]
+            val[w], ids[w] = v, ids[i]
+            w += np.int64(v >= t)
+        return t
+    need = keep - n_above  # the first items equal to t
+    for i in range(n):
+        v = val[i]
+        tie = np.int64(v == t) & np.int64(need > 0)
+        need -= tie
+        val[w], ids[w] = v, ids[i]
+        w += np.int64(v > t) | tie
+    return t
+
+
 @numba.njit(nogil=True, cache=True, error_model="numpy", inline="always")
-def _tail(q, r, g, c, a0, d0):  # pragma: no cover - compiled
-    for d in range(d0, q.shape[1]):
-        a0 += np.float64(q[r, d]) * np.float64(g[c, d])
-    return a0
+def _append(row, c0, step, size, g0, f, val, ids, n):  # pragma: no cover - compiled
+    """Append the items ``row[c0 + t * step]`` (t < size) above the floor ``f`` to ``val``/``ids`` from ``n``
+    on, without branching (each is written, the count advances by the comparison); returns the new count."""
+    for t in range(size):
+        c = c0 + t * step
+        v = row[c]
+        val[n], ids[n] = v, g0 + c
+        n += np.int64(v > f)
+    return n
+
+
+@numba.njit(nogil=True, cache=True, error_model="numpy")
+def _select_rows(x, g0, val, ids, count, floor, keep, length, work):  # pragma: no cover - compiled
+    """Per row of ``x``, append to the row's buffer ``val``/``ids`` every item above its ``floor``; a full
+    buffer keeps its ``keep`` best (:func:`_keep_best`) and raises the floor to the smallest of them.
+
+    The row is cut into segments of ``length`` (a power of two, at least 2) strided items j, j + n_seg, ...,
+    whose maxima come from halving the row (elementwise maxima of its two halves, then of theirs,
+    vectorised); only the segments whose max is above the floor are appended (listed first without
+    branching, as most are not); the last ``width % length`` items always are. A row's first chunk seeds
+    its floor (still -inf) just below the keep-th largest of the maxima of disjoint groups (at the last
+    halving with keep groups or more): at least keep items reach it, so the row's final keep best do too."""
+    width, cap = x.shape[1], val.shape[1]
+    n_seg = width // length
+    body = n_seg * length
+    tmp = np.empty(max(1, body // 2), np.float32)
+    passing = np.empty(n_seg, np.int64)
+    for r in range(x.shape[0]):
+        n, f = count[r], floor[r]
+        row, row_val, row_ids = x[r], val[r], ids[r]
+        seeding = n == 0
+        if seeding and body // 2 < keep:
+            if width >= keep:
+                f = np.nextafter(_kth_largest(row, width, keep, work), np.float32(-np.inf))
+            seeding = False
+        h = body // 2
+        for j in range(h):
+            a, b = row[j], row[j + h]
+            tmp[j] = a if a > b else b
+        while h > 0:
+            if seeding and (h == n_seg or h // 2 < keep):
+                f = np.nextafter(_kth_largest(tmp, h, keep, work), np.float32(-np.inf))
+                seeding = False
+            if h == n_seg:
+                break
+            h //= 2
+            for j in range(h):
+                a, b = tmp[j], tmp[j + h]
+                tmp[j] = a if a > b else b
+        n_pass = 0
+        for j in range(n_seg):  # the segments above the floor, listed without branching
+            passing[n_pass] = j
+            n_pass += np.int64(tmp[j] > f)
+        for i in range(n_pass):
+            j = passing[i]
+            if n + length > cap:  # a compaction leaves keep + length <= cap: each write stays inside
+                f = _keep_best(row_val, row_ids, n, keep, work)
+                n = keep
+            if tmp[j] > f:
+                n = _append(row, j, n_seg, length, g0, f, row_val, row_ids, n)
+        if body < width:
+            if n + length > cap:
+                f = _keep_best(row_val, row_ids, n, keep, work)
+                n = keep
+            n = _append(row, body, 1, width - body, g0, f, row_val, row_ids, n)
+        count[r], floor[r] = n, f
+
+
+@numba.njit(nogil=True, cache=True, error_model="numpy")
+def _finish_rows(val, ids, count, keep, work, out_val, out_ids):  # pragma: no cover - compiled
+    """Each row's ``keep`` best candidates by descending score into ``out_val``/``out_ids`` (padded with -inf
+    and -1)."""
+    for r in range(val.shape[0]):
+        n = count[r]
+        if n > keep:
+            _keep_best(val[r], ids[r], n, keep, work)
+            n = keep
+        order = np.argsort(-val[r, :n], kind="mergesort")
+        for t in range(n):
+            out_val[r, t], out_ids[r, t] = val[r, order[t]], ids[r, order[t]]
+        for t in range(n, keep):
+            out_val[r, t], out_ids[r, t] = -np.inf, -1
+
+
+class Selection:
+    """Per query row, the float32 top ``keep`` of the chunks it is shown (items at -inf never enter): the
+    buffers of :func:`_select_rows`, filled while each chunk is in cache, rows split over threads."""
+
+    def __init__(self, n_rows: int, keep: int) -> None:
+        self.keep = keep
+        cap = TOP_BUFFER * keep + TOP_SEGMENT
+        self.val = np.empty((n_rows, cap), np.float32)
+        self.ids = np.empty((n_rows, cap), np.int64)
+        self.count = np.zeros(n_rows, np.int64)
+        self.floor = np.full(n_rows, -np.inf, np.float32)
+
+    def add(self, chunk: Tensor, row0: int, g0: int) -> None:
+        x = chunk.numpy()
+
+        def part(r0: int, r1: int) -> None:
+            rows = slice(row0 + r0, row0 + r1)
+            _select_rows(x[r0:r1], g0, self.val[rows], self.ids[rows], self.count[rows], self.floor[rows],
+                         self.keep, TOP_SEGMENT, np.empty((3, max(x.shape[1], self.val.shape[1])), np.float32))
+
+        _split_rows(len(x), part)
+
+    def best(self) -> tuple[Tensor, Tensor]:
+        """(ids padded with -1, float32 scores padded with -inf) [n_rows, keep], by descending score."""
+        out_val = np.empty((len(self.val), self.keep), np.float32)
+        out_ids = np.empty((len(self.val), self.keep), np.int64)
+        _finish_rows(self.val, self.ids, self.count, self.keep, np.empty((3, self.val.shape[1]), np.float32),
+                     out_val, out_ids)
+        return torch.from_numpy(out_ids), torch.from_numpy(out_val)
+
+
+@numba.njit(nogil=True, cache=True, error_model="numpy", inline="always")
+def _four(q0, q1, q2, q3, g, c0, c1, c2, c3):  # pragma: no cover - compiled
+    """Float64 dot products of the query vectors ``q0``..``q3`` with gallery rows ``c0``..``c3``: per pair,
+    four chains (chain t sums the terms d = t mod 4 in order; the last D % 4 terms go to chain 0), added as
+    (0 + 1) + (2 + 3). The four pairs' chains overlap in the pipeline; no pair's sum depends on the others."""
+    dim = q0.shape[0]
+    dd = dim - dim % 4
+    a00 = a01 = a02 = a03 = a10 = a11 = a12 = a13 = 0.0
+    a20 = a21 = a22 = a23 = a30 = a31 = a32 = a33 = 0.0
+    for d in range(0, dd, 4):
+        a00 += np.float64(q0[d]) * np.float64(g[c0, d])
+        a01 += np.float64(q0[d + 1]) * np.float64(g[c0, d + 1])
+        a02 += np.float64(q0[d + 2]) * np.float64(g[c0, d + 2])
+        a03 += np.float64(q0[d + 3]) * np.float64(g[c0, d + 3])
+        a10 += np.float64(q1[d]) * np.float64(g[c1, d])
+        a11 += np.float64(q1[d + 1]) * np.float64(g[c1, d + 1])
+        a12 += np.float64(q1[d + 2]) * np.float64(g[c1, d + 2])
+        a13 += np.float64(q1[d + 3]) * np.float64(g[c1, d + 3])
+        a20 += np.float64(q2[d]) * np.float64(g[c2, d])
+        a21 += np.float64(q2[d + 1]) * np.float64(g[c2, d + 1])
+        a22 += np.float64(q2[d + 2]) * np.float64(g[c2, d + 2])
+        a23 += np.float64(q2[d + 3]) * np.float64(g[c2, d + 3])
+        a30 += np.float64(q3[d]) * np.float64(g[c3, d])
+        a31 += np.float64(q3[d + 1]) * np.float64(g[c3, d + 1])
+        a32 += np.float64(q3[d + 2]) * np.float64(g[c3, d + 2])
+        a33 += np.float64(q3[d + 3]) * np.float64(g[c3, d + 3])
+    for d in range(dd, dim):
+        a00 += np.float64(q0[d]) * np.float64(g[c0, d])
+        a10 += np.float64(q1[d]) * np.float64(g[c1, d])
+        a20 += np.float64(q2[d]) * np.float64(g[c2, d])
+        a30 += np.float64(q3[d]) * np.float64(g[c3, d])
+    return (a00 + a01) + (a02 + a03), (a10 + a11) + (a12 + a13), (a20 + a21) + (a22 + a23), (a30 + a31) + (a32 + a33)
 
 
 @numba.njit(nogil=True, cache=True, error_model="numpy")
 def _pair_scores(q, g, rows, cols, out):  # pragma: no cover - compiled
-    """Per pair, four chains in a fixed order (the same sum for every pair); four pairs at a time, so that
-    their chains overlap in the pipeline without changing any pair's sum."""
+    """``out[i, m]``: query row ``rows[i]`` against gallery row ``cols[i, m]`` (-inf where it is < 0), every
+    pair by :func:`_four`. A query row with four items or more is converted to float64 once and scored
+    against four of its items at a time; the rest (fewer than four per row) four pairs at a time across
+    rows."""
     n_m = cols.shape[1]
-    total = cols.shape[0] * n_m
-    dd = q.shape[1] - q.shape[1] % 4
-    for p0 in range(0, total, 4):
-        p = np.empty(4, np.int64)
+    qd = np.empty(q.shape[1], np.float64)
+    valid = np.empty(n_m, np.int64)
+    rest = np.empty((2, 3 * cols.shape[0]), np.int64)  # (i, m) of the pairs left
+    n_rest = 0
+    for i in range(cols.shape[0]):
+        n = 0
+        for m in range(n_m):
+            out[i, m] = -np.inf
+            valid[n] = m
+            n += np.int64(cols[i, m] >= 0)
+        if n >= 4:
+            qd[:] = q[rows[i]]
+            for v in range(0, n - 3, 4):
+                m0, m1, m2, m3 = valid[v], valid[v + 1], valid[v + 2], valid[v + 3]
+                out[i, m0], out[i, m1], out[i, m2], out[i, m3] = _four(
+                    qd, qd, qd, qd, g, cols[i, m0], cols[i, m1], cols[i, m2], cols[i, m3])
+        for v in range(n - n % 4, n):
+            rest[0, n_rest], rest[1, n_rest] = i, valid[v]
+            n_rest += 1
+    p = np.empty(4, np.int64)
+    for p0 in range(0, n_rest, 4):
         for t in range(4):
-            p[t] = min(p0 + t, total - 1)  # the last block repeats its last pair
-        r0, r1, r2, r3 = rows[p[0] // n_m], rows[p[1] // n_m], rows[p[2] // n_m], rows[p[3] // n_m]
-        c0, c1 = max(cols[p[0] // n_m, p[0] % n_m], 0), max(cols[p[1] // n_m, p[1] % n_m], 0)
-        c2, c3 = max(cols[p[2] // n_m, p[2] % n_m], 0), max(cols[p[3] // n_m, p[3] % n_m], 0)
-        a00 = a01 = a02 = a03 = a10 = a11 = a12 = a13 = 0.0
-        a20 = a21 = a22 = a23 = a30 = a31 = a32 = a33 = 0.0
-        for d in range(0, dd, 4):
-            a00 += np.float64(q[r0, d]) * np.float64(g[c0, d])
-            a01 += np.float64(q[r0, d + 1]) * np.float64(g[c0, d + 1])
-            a02 += np.float64(q[r0, d + 2]) * np.float64(g[c0, d + 2])
-            a03 += np.float64(q[r0, d + 3]) * np.float64(g[c0, d + 3])
-            a10 += np.float64(q[r1, d]) * np.float64(g[c1, d])
-            a11 += np.float64(q[r1, d + 1]) * np.float64(g[c1, d + 1])
-            a12 += np.float64(q[r1, d + 2]) * np.float64(g[c1, d + 2])
-            a13 += np.float64(q[r1, d + 3]) * np.float64(g[c1, d + 3])
-            a20 += np.float64(q[r2, d]) * np.float64(g[c2, d])
-            a21 += np.float64(q[r2, d + 1]) * np.float64(g[c2, d + 1])
-            a22 += np.float64(q[r2, d + 2]) * np.float64(g[c2, d + 2])
-            a23 += np.float64(q[r2, d + 3]) * np.float64(g[c2, d + 3])
-            a30 += np.float64(q[r3, d]) * np.float64(g[c3, d])
-            a31 += np.float64(q[r3, d + 1]) * np.float64(g[c3, d + 1])
-            a32 += np.float64(q[r3, d + 2]) * np.float64(g[c3, d + 2])
-            a33 += np.float64(q[r3, d + 3]) * np.float64(g[c3, d + 3])
-        a00, a10 = _tail(q, r0, g, c0, a00, dd), _tail(q, r1, g, c1, a10, dd)
-        a20, a30 = _tail(q, r2, g, c2, a20, dd), _tail(q, r3, g, c3, a30, dd)
-        sums = ((a00 + a01) + (a02 + a03), (a10 + a11) + (a12 + a13),
-                (a20 + a21) + (a22 + a23), (a30 + a31) + (a32 + a33))
-        for t in range(min(4, total - p0)):
-            i, m = p[t] // n_m, p[t] % n_m
-            out[i, m] = sums[t] if cols[i, m] >= 0 else -np.inf
+            p[t] = min(p0 + t, n_rest - 1)  # the last block repeats its last pair
+        i0, i1, i2, i3 = rest[0, p[0]], rest[0, p[1]], rest[0, p[2]], rest[0, p[3]]
+        m0, m1, m2, m3 = rest[1, p[0]], rest[1, p[1]], rest[1, p[2]], rest[1, p[3]]
+        sums = _four(q[rows[i0]], q[rows[i1]], q[rows[i2]], q[rows[i3]], g,
+                     cols[i0, m0], cols[i1, m1], cols[i2, m2], cols[i3, m3])
+        for t in range(min(4, n_rest - p0)):
+            out[rest[0, p[t]], rest[1, p[t]]] = sums[t]
 
 
 def pair_scores(query: Tensor, gallery: Tensor, rows: Tensor, cols: Tensor) -> Tensor:
@@ -153,3 +365,37 @@ def pair_scores(query: Tensor, gallery: Tensor, rows: Tensor, cols: Tensor) -> T
     out = np.empty(tuple(cols.shape), np.float64)
     _pair_scores(query.numpy(), gallery.numpy(), rows.numpy(), cols.numpy(), out)
     return torch.from_numpy(out)
+
+
+@numba.njit(nogil=True, cache=True, error_model="numpy")
+def _order_rows(cand, score, out_idx, out_score, budget, done):  # pragma: no cover - compiled
+    """Per row, ``cand``/``score`` by (score descending, index ascending), -inf scores last as -1, by
+    insertion: linear for rows nearly in order already. A row that needs more than ``budget`` moves is left
+    (``done[r]`` False)."""
+    m = cand.shape[1]
+    for r in range(cand.shape[0]):
+        moves = 0
+        for i in range(m):
+            c, v = cand[r, i], score[r, i]
+            j = i
+            while j > 0 and (out_score[r, j - 1] < v or (out_score[r, j - 1] == v and out_idx[r, j - 1] > c)):
+                out_idx[r, j], out_score[r, j] = out_idx[r, j - 1], out_score[r, j - 1]
+                j -= 1
+            out_idx[r, j], out_score[r, j] = c, v
+            moves += i - j
+            if moves > budget:
+                break
+        done[r] = moves <= budget
+        for i in range(m):
+            if out_score[r, i] == -np.inf:
+                out_idx[r, i] = -1
+
+
+def order_rows(cand: Tensor, score: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """(indices, scores, done [n] bool) of ``cand``/``score`` [n, m] (int64, float64 CPU) by (score
+    descending, index ascending), -inf scores last as -1; rows far from that order already are not done."""
+    out_idx = np.empty(tuple(cand.shape), np.int64)
+    out_score = np.empty(tuple(cand.shape), np.float64)
+    done = np.empty(len(cand), np.bool_)
+    _order_rows(cand.numpy(), score.numpy(), out_idx, out_score, 4 * cand.shape[1] + 64, done)
+    return torch.from_numpy(out_idx), torch.from_numpy(out_score), torch.from_numpy(done)

@@ -19,10 +19,10 @@ from fashion_bench.retrieval.index import (
     BACKENDS,
     QUERY_BLOCK,
     Backend,
+    BufferTopK,
     Csr,
     Embeddings,
     Exclusions,
-    HeapTopK,
     TopK,
     check_pair,
     empty_topk,
@@ -41,7 +41,7 @@ DEFAULT_KS = (1, 5, 10, 50)
 EPS64 = 2.0**-52
 DENSE_BREAK = 1000  # torch path: count a row densely once more than 1/1000 of it per positive passes the prefilter
 CPU_KERNELS = True  # count CPU chunks with the numba kernels (False: the torch path, as on a GPU)
-CPU_TOPK = "faiss"  # CPU top-k in the rank pass: faiss's heaps ("torch": the segment merge, as on a GPU)
+CPU_TOPK = "kernel"  # CPU top-k in the rank pass: the numba selection ("torch": the segment merge, as on a GPU)
 
 
 def check_backend(backend: str) -> None:
@@ -145,7 +145,7 @@ def _scan_ranks(
 
 
 def _top_k(n_rows: int, k: int, device: torch.device) -> TopK:
-    return HeapTopK(n_rows, k) if device.type == "cpu" and CPU_TOPK == "faiss" else TopK(n_rows, k, device)
+    return BufferTopK(n_rows, k) if device.type == "cpu" and CPU_TOPK == "kernel" else TopK(n_rows, k, device)
 
 
 def rank_within(
