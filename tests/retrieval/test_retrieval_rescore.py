@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from test_retrieval_topk import brute_topk
+from test_retrieval_topk import brute_topk, topk_per_category
 
 import fashion_bench.retrieval.index as index_mod
 import fashion_bench.retrieval.kernels as kernels_mod
@@ -34,18 +34,10 @@ def test_rank_pass_topk_matches_brute_force(threads, ties, monkeypatch):
     if ties:  # small integers (exact dot products, so brute force is exact) and duplicated items
         g, q = np.round(g * 1.5), np.round(q * 1.5)
         g[rng.choice(n_g, 300)] = g[rng.choice(n_g, 300)]
-    group = np.arange(n_q) % 3
     allowed = rng.random((3, n_g)) < 0.8  # per-category galleries
     allowed[2, 8:] = False  # category 2: at most 8 items, fewer than k
-    exclude = [rng.choice(n_g, 5, replace=False).tolist() for _ in range(n_q)]
-    positives = [rng.choice(np.flatnonzero(allowed[group[i]]), 2, replace=False).tolist() for i in range(n_q)]
-    query, gallery = Embeddings.prepare(q, "q"), Embeddings.prepare(g, "g")
-    exclusions = Exclusions(Csr.from_lists(exclude, n_q, n_g, "exclude"), torch.from_numpy(allowed),
-                            torch.from_numpy(group))
-    pos = Csr.from_lists(positives, n_q, n_g, "positives")
-    _, idx, scores = rank_with_topk(query, gallery, pos, exclusions, k, "fast")
-    hidden = [sorted({*exclude[i], *np.flatnonzero(~allowed[group[i]]).tolist()}) for i in range(n_q)]
-    want = brute_topk(q, g, hidden, k)
+    idx, scores, want = topk_per_category(q, g, rng, allowed, 5, 2, k)
+    group = np.arange(n_q) % 3
     assert torch.equal(idx, torch.from_numpy(want))
     full = q.astype(np.float64) @ g.astype(np.float64).T
     valid = want >= 0

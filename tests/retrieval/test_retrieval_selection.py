@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from test_retrieval_topk import brute_topk
+from test_retrieval_topk import brute_topk, topk_per_category
 
 import fashion_bench.retrieval.index as index_mod
 import fashion_bench.retrieval.kernels as kernels_mod
@@ -131,18 +131,11 @@ def test_rank_pass_topk_per_category_with_few_items(settings, monkeypatch):
     g = np.round(rng.standard_normal((n_g, 8)) * 1.5).astype(np.float32)
     q = np.round(rng.standard_normal((n_q, 8)) * 1.5).astype(np.float32)
     g[rng.choice(n_g, 250)] = g[rng.choice(n_g, 250)]
-    group = np.arange(n_q) % 3
     allowed = rng.random((3, n_g)) < 0.7
     allowed[1, 10:] = False  # category 1: at most 10 items
-    exclude = [rng.choice(n_g, 6, replace=False).tolist() for _ in range(n_q)]
-    positives = [rng.choice(np.flatnonzero(allowed[group[i]]), 1).tolist() for i in range(n_q)]
-    query, gallery = Embeddings.prepare(q, "q"), Embeddings.prepare(g, "g")
-    exclusions = Exclusions(Csr.from_lists(exclude, n_q, n_g, "exclude"), torch.from_numpy(allowed),
-                            torch.from_numpy(group))
-    pos = Csr.from_lists(positives, n_q, n_g, "positives")
-    _, idx, scores = rank_with_topk(query, gallery, pos, exclusions, k, "fast")
-    hidden = [sorted({*exclude[i], *np.flatnonzero(~allowed[group[i]]).tolist()}) for i in range(n_q)]
-    assert torch.equal(idx, torch.from_numpy(brute_topk(q, g, hidden, k)))
+    idx, _, want = topk_per_category(q, g, rng, allowed, 6, 1, k)
+    assert torch.equal(idx, torch.from_numpy(want))
+    group = np.arange(n_q) % 3
     assert (idx[group == 1] >= 0).sum(1).max() <= 10
 
 

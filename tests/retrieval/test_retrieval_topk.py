@@ -8,6 +8,7 @@ import torch
 
 import fashion_bench.retrieval.index as index_mod
 from fashion_bench.retrieval.index import Csr, Embeddings, Exclusions, topk
+from fashion_bench.retrieval.metrics import rank_with_topk
 
 
 def brute_topk(q, g, exclude, k):
@@ -18,6 +19,21 @@ def brute_topk(q, g, exclude, k):
         order = kept[np.lexsort((kept, -row[kept]))][:k]
         out[i, : len(order)] = order
     return out
+
+
+def topk_per_category(q, g, rng, allowed, n_exclude, n_positives, k):
+    """``rank_with_topk``'s fast top k on per-category galleries (query i in category i % 3, ``allowed`` [3, G])
+    with random exclusions and positives, and the brute-force top k of the same hidden items."""
+    n_q, n_g = len(q), len(g)
+    group = np.arange(n_q) % 3
+    exclude = [rng.choice(n_g, n_exclude, replace=False).tolist() for _ in range(n_q)]
+    positives = [rng.choice(np.flatnonzero(allowed[group[i]]), n_positives, replace=False).tolist() for i in range(n_q)]
+    exclusions = Exclusions(Csr.from_lists(exclude, n_q, n_g, "exclude"), torch.from_numpy(allowed),
+                            torch.from_numpy(group))
+    pos = Csr.from_lists(positives, n_q, n_g, "positives")
+    _, idx, scores = rank_with_topk(Embeddings.prepare(q, "q"), Embeddings.prepare(g, "g"), pos, exclusions, k, "fast")
+    hidden = [sorted({*exclude[i], *np.flatnonzero(~allowed[group[i]]).tolist()}) for i in range(n_q)]
+    return idx, scores, brute_topk(q, g, hidden, k)
 
 
 def run(q, g, exclude, k, backend):
