@@ -446,6 +446,10 @@ class BufferTopK(TopK):
     def __call__(self, chunk: Tensor, row0: int, g0: int) -> None:
         self.selection.add(chunk, row0, g0)
 
+    def segments(self, row0: int, g0: int) -> tuple[np.ndarray, int] | None:
+        """The segment maxima of the chunk just selected from, for the rank counter (kernels.py)."""
+        return self.selection.segments(row0, g0)
+
     def candidates(self) -> tuple[Tensor, Tensor]:
         return self.selection.best()
 

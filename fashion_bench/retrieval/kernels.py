@@ -3,11 +3,13 @@
 The rank counter: per row of a chunk of float32 scores, how many items lie above each of the row's
 positives, and which lie within the error band of one, in one read of the row from cache. Torch can only do
 this as a compare and a sum per threshold, each a full pass over the chunk with its own temporary; here each
-threshold is a vectorised loop over a row that stays in L1.
+threshold is a vectorised loop over a row that stays in L1, or, when the selection has just read the chunk
+and few of its segments' maxima pass the threshold, a loop over those segments only.
 
 The top-k selection (:class:`Selection`): per row a floor and a buffer of the items above it, compacted by
 quickselect when full; most of a row is skipped by the maxima of its segments. The float64 pair scores
-(:func:`pair_scores`): one fixed summation order for every pair, a query row converted once for its items.
+(:func:`pair_scores`): one fixed summation order for every pair (four chains, the lanes of one float64
+vector), a query row converted once for its items.
 
 Compiled on first use and cached on disk. The kernels are serial and release the GIL; a chunk's rows are
 split over as many Python threads as torch uses (not numba's parallel layer, whose OpenMP threads would spin
@@ -24,6 +26,10 @@ from typing import TypeVar
 import numba
 import numpy as np
 import torch
+from llvmlite import ir
+from numba import types
+from numba.core import cgutils
+from numba.extending import intrinsic
 from torch import Tensor
 
 BAND_CAP = 16  # band items kept per (row, positive) and chunk; a fuller band is rescanned (many exact ties)
@@ -31,27 +37,53 @@ MIN_ROWS = 16  # rows per thread at least
 TOP_SEGMENT = 8  # top-k: items per segment of a row (a power of two >= 2), skipped if its max is not above the floor
 TOP_BUFFER = 2  # top-k: a row's candidate buffer holds this many times the candidates kept, plus one segment
 SELECT_ROUNDS = 40  # quickselect rounds before the rest is sorted instead (a quadratic trap)
+SKIP_MOST = 4  # counter: a slot is counted in the segments above its threshold if at most 1 / SKIP_MOST of them are
 
 T = TypeVar("T")
 
 
 @numba.njit(nogil=True, cache=True, error_model="numpy")
-def _count_rows(x, g0, positives, upper, lower, below_lower, n_slots, above, band_n, band_cols, band):  # pragma: no cover
-    width = x.shape[1]
+def _count_rows(x, g0, positives, upper, lower, below_lower, n_slots, maxima, length, above, band_n,
+                band_cols):  # pragma: no cover - compiled
+    width, n_seg = x.shape[1], maxima.shape[1]
+    body = n_seg * length
     cap = band_cols.shape[2] - 1  # the last column takes the writes of items outside the band
+    passing = np.empty(n_seg, np.int64)
     for r in range(x.shape[0]):
         for j in range(n_slots[r]):  # hide the row's own positives
             c = positives[r, j] - g0
             if 0 <= c < width:
                 x[r, c] = -np.inf
+        row = x[r]
+        few = n_seg > 0  # slots by descending score: once one slot passes many segments, the next ones do
         for j in range(n_slots[r]):
             u, b = upper[r, j], below_lower[r, j]
             n_above = np.int32(0)
             n_reach = np.int32(0)
-            for c in range(width):
-                v = x[r, c]
-                n_above += np.int32(v > u)
-                n_reach += np.int32(v > b)
+            if few:
+                n_pass = np.int32(0)
+                for s in range(n_seg):  # the segments that can hold an item above b (a vectorised count)
+                    n_pass += np.int32(maxima[r, s] > b)
+                few = n_pass * SKIP_MOST <= n_seg
+            if few:  # count in the segments that pass (and in the items after the body)
+                n_pass = 0
+                for s in range(n_seg):  # listed without branching
+                    passing[n_pass] = s
+                    n_pass += np.int32(maxima[r, s] > b)
+                for i in range(n_pass):
+                    for c in range(passing[i], body, n_seg):
+                        v = row[c]
+                        n_above += np.int32(v > u)
+                        n_reach += np.int32(v > b)
+                for c in range(body, width):
+                    v = row[c]
+                    n_above += np.int32(v > u)
+                    n_reach += np.int32(v > b)
+            else:
+                for c in range(width):
+                    v = row[c]
+                    n_above += np.int32(v > u)
+                    n_reach += np.int32(v > b)
             above[r, j] = n_above
             n = 0
             if n_reach != n_above:  # items within [lower, upper]: their columns, without branching on them
@@ -61,6 +93,11 @@ def _count_rows(x, g0, positives, upper, lower, below_lower, n_slots, above, ban
                     band_cols[r, j, min(n, cap)] = c
                     n += np.int32(v >= lo) & np.int32(v <= u)
             band_n[r, j] = n
+    m = 0
+    for r in range(x.shape[0]):
+        for j in range(n_slots[r]):
+            m += band_n[r, j]
+    band = np.empty((3, m), np.int64)
     m = 0  # gather the band items, (row, slot, column) by row; a band fuller than cap is rescanned
     for r in range(x.shape[0]):
         for j in range(n_slots[r]):
@@ -75,27 +112,33 @@ def _count_rows(x, g0, positives, upper, lower, below_lower, n_slots, above, ban
                 for k in range(n):
                     band[0, m], band[1, m], band[2, m] = r, j, band_cols[r, j, k]
                     m += 1
-    return m
+    return band
 
 
 def count_rows(
-    x: Tensor, g0: int, positives: Tensor, upper: Tensor, lower: Tensor, below_lower: Tensor, n_slots: Tensor
+    x: Tensor, g0: int, positives: Tensor, upper: Tensor, lower: Tensor, below_lower: Tensor, n_slots: Tensor,
+    segments: tuple[np.ndarray, int] | None = None,
 ) -> tuple[Tensor, Tensor]:
     """For a chunk ``x`` [n, w] (float32 CPU, gallery items g0 on) and per row its positives [n, slots]
     (gallery indices, slots by descending score) with their float32 thresholds: set the positives' own
     entries to -inf, then return (#items > upper [n, slots] int32, (row, slot, column) [3, m] int64 of every
-    item with lower <= item <= upper). Slots at or beyond a row's ``n_slots`` are skipped (counted as 0)."""
-    arrays = [t.numpy() for t in (x, positives, upper, lower, below_lower, n_slots)]
+    item with lower <= item <= upper). Slots at or beyond a row's ``n_slots`` are skipped (counted as 0).
+
+    ``segments``: (maxima [n, w // length], length) of the chunk's strided segments as :class:`Selection`
+    read them (upper bounds suffice: the entries hidden since only lower a max). A slot whose threshold
+    few segments' maxima pass is counted in those segments only; otherwise over the whole row."""
+    maxima, length = segments if segments is not None else (np.empty((len(x), 0), np.float32), 1)
+    maxima = maxima[: len(x)]  # the counter may take a prefix of the chunk's rows
+    arrays = [t.numpy() for t in (x, positives, upper, lower, below_lower, n_slots)] + [maxima]
     above = np.zeros(tuple(upper.shape), np.int32)
 
     def part(r0: int, r1: int) -> np.ndarray:
         x_part, *rest = (a[r0:r1] for a in arrays)
         shape = (r1 - r0, upper.shape[1])
-        band = np.empty((3, x_part.size), np.int64)  # address space: only the pages written are touched
-        m = _count_rows(x_part, g0, *rest, above[r0:r1], np.empty(shape, np.int32),
-                        np.empty((*shape, BAND_CAP + 1), np.int64), band)
-        band[0, :m] += r0
-        return band[:, :m]
+        band = _count_rows(x_part, g0, *rest, length, above[r0:r1], np.empty(shape, np.int32),
+                           np.empty((*shape, BAND_CAP + 1), np.int64))
+        band[0] += r0
+        return band
 
     bands = _split_rows(len(x), part)
     return torch.from_numpy(above), torch.from_numpy(np.concatenate(bands, 1))
@@ -184,7 +227,7 @@ def _append(row, c0, step, size, g0, f, val, ids, n):  # pragma: no cover - comp
 
 
 @numba.njit(nogil=True, cache=True, error_model="numpy")
-def _select_rows(x, g0, val, ids, count, floor, keep, length, work):  # pragma: no cover - compiled
+def _select_rows(x, g0, val, ids, count, floor, keep, length, work, maxima):  # pragma: no cover - compiled
     """Per row of ``x``, append to the row's buffer ``val``/``ids`` every item above its ``floor``; a full
     buffer keeps its ``keep`` best (:func:`_keep_best`) and raises the floor to the smallest of them.
 
@@ -193,7 +236,8 @@ def _select_rows(x, g0, val, ids, count, floor, keep, length, work):  # pragma: 
     vectorised); only the segments whose max is above the floor are appended (listed first without
     branching, as most are not); the last ``width % length`` items always are. A row's first chunk seeds
     its floor (still -inf) just below the keep-th largest of the maxima of disjoint groups (at the last
-    halving with keep groups or more): at least keep items reach it, so the row's final keep best do too."""
+    halving with keep groups or more): at least keep items reach it, so the row's final keep best do too.
+    The segments' maxima are left in ``maxima`` [n, n_seg] for the rank counter (:func:`count_rows`)."""
     width, cap = x.shape[1], val.shape[1]
     n_seg = width // length
     body = n_seg * length
@@ -223,6 +267,7 @@ def _select_rows(x, g0, val, ids, count, floor, keep, length, work):  # pragma: 
                 tmp[j] = a if a > b else b
         n_pass = 0
         for j in range(n_seg):  # the segments above the floor, listed without branching
+            maxima[r, j] = tmp[j]
             passing[n_pass] = j
             n_pass += np.int64(tmp[j] > f)
         for i in range(n_pass):
@@ -267,16 +312,32 @@ class Selection:
         self.ids = np.empty((n_rows, cap), np.int64)
         self.count = np.zeros(n_rows, np.int64)
         self.floor = np.full(n_rows, -np.inf, np.float32)
+        self.length = TOP_SEGMENT
+        self._maxima = np.empty(0, np.float32)
+        self._last: tuple[int, int, np.ndarray] | None = None  # (row0, g0, segment maxima) of the last chunk
 
     def add(self, chunk: Tensor, row0: int, g0: int) -> None:
         x = chunk.numpy()
+        n_seg = x.shape[1] // self.length
+        if self._maxima.size < x.shape[0] * n_seg:
+            self._maxima = np.empty(x.shape[0] * n_seg, np.float32)
+        maxima = self._maxima[: x.shape[0] * n_seg].reshape(x.shape[0], n_seg)
 
         def part(r0: int, r1: int) -> None:
             rows = slice(row0 + r0, row0 + r1)
             _select_rows(x[r0:r1], g0, self.val[rows], self.ids[rows], self.count[rows], self.floor[rows],
-                         self.keep, TOP_SEGMENT, np.empty((3, max(x.shape[1], self.val.shape[1])), np.float32))
+                         self.keep, self.length, np.empty((3, max(x.shape[1], self.val.shape[1])), np.float32),
+                         maxima[r0:r1])
 
         _split_rows(len(x), part)
+        self._last = (row0, g0, maxima)
+
+    def segments(self, row0: int, g0: int) -> tuple[np.ndarray, int] | None:
+        """(segment maxima, segment length) of the chunk last added, if it was the one at (row0, g0), for
+        :func:`count_rows`."""
+        if self._last is None or self._last[:2] != (row0, g0):
+            return None
+        return self._last[2], self.length
 
     def best(self) -> tuple[Tensor, Tensor]:
         """(ids padded with -1, float32 scores padded with -inf) [n_rows, keep], by descending score."""
@@ -287,38 +348,62 @@ class Selection:
         return torch.from_numpy(out_ids), torch.from_numpy(out_val)
 
 
-@numba.njit(nogil=True, cache=True, error_model="numpy", inline="always")
-def _four(q0, q1, q2, q3, g, c0, c1, c2, c3):  # pragma: no cover - compiled
-    """Float64 dot products of the query vectors ``q0``..``q3`` with gallery rows ``c0``..``c3``: per pair,
-    four chains (chain t sums the terms d = t mod 4 in order; the last D % 4 terms go to chain 0), added as
-    (0 + 1) + (2 + 3). The four pairs' chains overlap in the pipeline; no pair's sum depends on the others."""
-    dim = q0.shape[0]
-    dd = dim - dim % 4
-    a00 = a01 = a02 = a03 = a10 = a11 = a12 = a13 = 0.0
-    a20 = a21 = a22 = a23 = a30 = a31 = a32 = a33 = 0.0
-    for d in range(0, dd, 4):
-        a00 += np.float64(q0[d]) * np.float64(g[c0, d])
-        a01 += np.float64(q0[d + 1]) * np.float64(g[c0, d + 1])
-        a02 += np.float64(q0[d + 2]) * np.float64(g[c0, d + 2])
-        a03 += np.float64(q0[d + 3]) * np.float64(g[c0, d + 3])
-        a10 += np.float64(q1[d]) * np.float64(g[c1, d])
-        a11 += np.float64(q1[d + 1]) * np.float64(g[c1, d + 1])
-        a12 += np.float64(q1[d + 2]) * np.float64(g[c1, d + 2])
-        a13 += np.float64(q1[d + 3]) * np.float64(g[c1, d + 3])
-        a20 += np.float64(q2[d]) * np.float64(g[c2, d])
-        a21 += np.float64(q2[d + 1]) * np.float64(g[c2, d + 1])
-        a22 += np.float64(q2[d + 2]) * np.float64(g[c2, d + 2])
-        a23 += np.float64(q2[d + 3]) * np.float64(g[c2, d + 3])
-        a30 += np.float64(q3[d]) * np.float64(g[c3, d])
-        a31 += np.float64(q3[d + 1]) * np.float64(g[c3, d + 1])
-        a32 += np.float64(q3[d + 2]) * np.float64(g[c3, d + 2])
-        a33 += np.float64(q3[d + 3]) * np.float64(g[c3, d + 3])
-    for d in range(dd, dim):
-        a00 += np.float64(q0[d]) * np.float64(g[c0, d])
-        a10 += np.float64(q1[d]) * np.float64(g[c1, d])
-        a20 += np.float64(q2[d]) * np.float64(g[c2, d])
-        a30 += np.float64(q3[d]) * np.float64(g[c3, d])
-    return (a00 + a01) + (a02 + a03), (a10 + a11) + (a12 + a13), (a20 + a21) + (a22 + a23), (a30 + a31) + (a32 + a33)
+_F64X4 = ir.VectorType(ir.DoubleType(), 4)
+
+
+def _load_f64(context, builder, dtype, base, offset, lanes):  # pragma: no cover - compile time
+    """``lanes`` (1 or 4) consecutive items of ``base`` from ``offset`` on, as float64 (a vector for 4)."""
+    elt = context.get_value_type(dtype)
+    ptr = builder.gep(base, [offset])
+    if lanes == 1:
+        v = builder.load(ptr)
+        return v if dtype == types.float64 else builder.fpext(v, ir.DoubleType())
+    v = builder.load(builder.bitcast(ptr, ir.VectorType(elt, 4).as_pointer()), align=dtype.bitwidth // 8)
+    return v if dtype == types.float64 else builder.fpext(v, _F64X4)
+
+
+@intrinsic
+def _four(typingctx, q0, q1, q2, q3, g, c0, c1, c2, c3):  # pragma: no cover - compile time
+    """Float64 dot products of the query vectors ``q0``..``q3`` (C-contiguous, float32 or float64) with gallery
+    rows ``c0``..``c3`` of ``g``: per pair, four chains (chain t sums the terms d = t mod 4 in order; the last
+    D % 4 terms go to chain 0), added as (0 + 1) + (2 + 3). The four chains of a pair are the lanes of one
+    float64 vector (AVX: four terms per instruction; numba's SLP vectorizer, off, would not pack scalar
+    chains), so the sums are those of the scalar chains bit for bit; the four pairs' vectors overlap in the
+    pipeline. No fast-math flag: no reassociation, no fused multiply-add."""
+    floats = (types.float32, types.float64)
+    if not (all(isinstance(t, types.Array) and t.ndim == 1 and t.layout == "C" and t.dtype in floats
+                for t in (q0, q1, q2, q3))
+            and isinstance(g, types.Array) and g.ndim == 2 and g.layout == "C" and g.dtype in floats):
+        return None
+    sig = types.UniTuple(types.float64, 4)(q0, q1, q2, q3, g, types.intp, types.intp, types.intp, types.intp)
+
+    def codegen(context, builder, sig, args):
+        qs = [context.make_array(sig.args[p])(context, builder, args[p]) for p in range(4)]
+        gallery = context.make_array(sig.args[4])(context, builder, args[4])
+        dim = builder.extract_value(gallery.shape, 1)
+        rows = [builder.gep(gallery.data, [builder.mul(args[5 + p], dim)]) for p in range(4)]
+        q_types, g_type = [sig.args[p].dtype for p in range(4)], sig.args[4].dtype
+        four, one = ir.Constant(dim.type, 4), ir.Constant(dim.type, 1)
+        acc = [cgutils.alloca_once_value(builder, ir.Constant(_F64X4, [0.0] * 4)) for _ in range(4)]
+        with cgutils.for_range(builder, builder.sdiv(dim, four)) as loop:
+            d = builder.mul(loop.index, four)
+            for p in range(4):
+                prod = builder.fmul(_load_f64(context, builder, q_types[p], qs[p].data, d, 4),
+                                    _load_f64(context, builder, g_type, rows[p], d, 4))
+                builder.store(builder.fadd(builder.load(acc[p]), prod), acc[p])
+        chains = [[builder.extract_element(builder.load(acc[p]), ir.Constant(ir.IntType(32), t)) for t in range(4)]
+                  for p in range(4)]
+        first = [cgutils.alloca_once_value(builder, chains[p][0]) for p in range(4)]
+        with cgutils.for_range_slice(builder, builder.sub(dim, builder.srem(dim, four)), dim, one) as (d, _):
+            for p in range(4):
+                prod = builder.fmul(_load_f64(context, builder, q_types[p], qs[p].data, d, 1),
+                                    _load_f64(context, builder, g_type, rows[p], d, 1))
+                builder.store(builder.fadd(builder.load(first[p]), prod), first[p])
+        sums = [builder.fadd(builder.fadd(builder.load(first[p]), chains[p][1]),
+                             builder.fadd(chains[p][2], chains[p][3])) for p in range(4)]
+        return context.make_tuple(builder, sig.return_type, sums)
+
+    return sig, codegen
 
 
 @numba.njit(nogil=True, cache=True, error_model="numpy")

@@ -9,9 +9,10 @@ exclusions, ``rank(p) = 1 + #{non-excluded g: s_g > s_p, or s_g == s_p and g < p
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -41,6 +42,7 @@ DEFAULT_KS = (1, 5, 10, 50)
 EPS64 = 2.0**-52
 DENSE_BREAK = 1000  # torch path: count a row densely once more than 1/1000 of it per positive passes the prefilter
 CPU_KERNELS = True  # count CPU chunks with the numba kernels (False: the torch path, as on a GPU)
+Segments = Callable[[int, int], tuple[np.ndarray, int] | None]  # (row0, g0) -> (segment maxima, length)
 CPU_TOPK = "kernel"  # CPU top-k in the rank pass: the numba selection ("torch": the segment merge, as on a GPU)
 
 
@@ -134,8 +136,9 @@ def _scan_ranks(
     idx, scores = empty_topk(len(query), k)
     pairs, failed = [], []
     for rows in order.split(QUERY_BLOCK):
-        counter = _RankCounter(query, gallery, positives, rows)
         tops = [_top_k(len(rows), k, query.device)] if k else []
+        segments = tops[0].segments if tops and isinstance(tops[0], BufferTopK) else None
+        counter = _RankCounter(query, gallery, positives, rows, segments)
         scan(query, gallery, rows, [exclusions.masker(rows, query.device), *tops, counter])
         pairs.append(counter.ranks())
         failed += [t.write(query, gallery, rows, idx, scores) for t in tops]
@@ -184,8 +187,11 @@ class _RankCounter:
       prefilter (weak embeddings whose positives rank deep).
     """
 
-    def __init__(self, query: Embeddings, gallery: Embeddings, positives: Csr, rows: Tensor) -> None:
+    def __init__(
+        self, query: Embeddings, gallery: Embeddings, positives: Csr, rows: Tensor, segments: Segments | None = None
+    ) -> None:
         dev = query.device
+        self.segments = segments  # CPU: the segment maxima of the chunk the top-k selection has just read
         self.query, self.gallery, self.rows = query, gallery, rows.to(dev)
         self.hide = Exclusions(positives).masker(rows, dev)
         pidx = positives.padded(rows).to(dev)
@@ -254,7 +260,8 @@ class _RankCounter:
         from fashion_bench.retrieval.kernels import count_rows
 
         above, band = count_rows(chunk, g0, self.pidx[rows], self.upper[rows], self.lower[rows],
-                                 self.below_lower[rows], self.n_slots[rows])
+                                 self.below_lower[rows], self.n_slots[rows],
+                                 self.segments(rows.start, g0) if self.segments else None)
         self.beaten[rows] += above
         if band.shape[1]:
             self.banded.append((band[0] + rows.start, band[1], band[2] + g0))
