@@ -17,18 +17,6 @@ from fashion_bench.retrieval.index import Csr, Embeddings, Exclusions
 from fashion_bench.retrieval.metrics import rank_with_topk
 
 
-@pytest.fixture(params=["default", "small-segments-2-threads"])
-def settings(request, monkeypatch):
-    if request.param == "small-segments-2-threads":
-        monkeypatch.setattr(kernels_mod, "TOP_BUFFER", 1)
-        monkeypatch.setattr(kernels_mod, "TOP_SEGMENT", 2)
-        monkeypatch.setattr(kernels_mod, "MIN_ROWS", 3)
-        threads = torch.get_num_threads()
-        torch.set_num_threads(2)
-        request.addfinalizer(lambda: torch.set_num_threads(threads))
-    return request.param
-
-
 def brute_count(x, g0, positives, upper, lower, n_slots):
     """count_rows by numpy: (#items > upper, sorted (row, slot, column) of the items in [lower, upper]) after
     hiding each row's positives."""

@@ -16,18 +16,6 @@ from fashion_bench.retrieval.index import Csr, Embeddings, Exclusions
 from fashion_bench.retrieval.metrics import rank_with_topk
 
 
-@pytest.fixture(params=["default", "small-buffer-2-threads"])
-def settings(request, monkeypatch):
-    if request.param == "small-buffer-2-threads":
-        monkeypatch.setattr(kernels_mod, "TOP_BUFFER", 1)
-        monkeypatch.setattr(kernels_mod, "TOP_SEGMENT", 2)
-        monkeypatch.setattr(kernels_mod, "MIN_ROWS", 3)
-        threads = torch.get_num_threads()
-        torch.set_num_threads(2)
-        request.addfinalizer(lambda: torch.set_num_threads(threads))
-    return request.param
-
-
 def select(x: np.ndarray, keep: int, widths: list[int]) -> tuple[np.ndarray, np.ndarray]:
     """Run the selection over ``x`` cut into chunks of columns of the given widths (rows in two halves)."""
     selection = kernels_mod.Selection(len(x), keep)
