@@ -26,7 +26,7 @@ Backend = Literal["fast", "exact"]
 BACKENDS = ("fast", "exact")
 
 SCORE_BLOCK = 1 << 20  # float32 scores per GEMM block (4 MB)
-CHUNK_BLOCK = 1 << 18  # float32 scores per row chunk of a GEMM block that consumers visit (1 MB: in cache)
+CHUNK_BLOCK = 1 << 20  # float32 scores per row chunk of a GEMM block that consumers visit (4 MB: few Python steps)
 EXACT_BLOCK = 1 << 21  # float64 scores per block in the exact reference path
 PAIR_BLOCK = 1024  # (query, item) pairs rescored at once (larger blocks fall out of cache)
 QUERY_BLOCK = 2048  # queries per block of the fast paths

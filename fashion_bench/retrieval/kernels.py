@@ -40,6 +40,7 @@ SELECT_ROUNDS = 40  # quickselect rounds before the rest is sorted instead (a qu
 SKIP_MOST = 4  # counter: a slot is counted in the segments above its threshold if at most 1 / SKIP_MOST of them are
 
 T = TypeVar("T")
+PerRow = Tensor | np.ndarray  # per-row arguments of count_rows: CPU tensors or numpy arrays
 
 
 @numba.njit(nogil=True, cache=True, error_model="numpy")
@@ -84,7 +85,7 @@ def _count_rows(x, g0, positives, upper, lower, below_lower, n_slots, maxima, le
                     v = row[c]
                     n_above += np.int32(v > u)
                     n_reach += np.int32(v > b)
-            above[r, j] = n_above
+            above[r, j] += n_above
             n = 0
             if n_reach != n_above:  # items within [lower, upper]: their columns, without branching on them
                 lo = lower[r, j]
@@ -116,32 +117,38 @@ def _count_rows(x, g0, positives, upper, lower, below_lower, n_slots, maxima, le
 
 
 def count_rows(
-    x: Tensor, g0: int, positives: Tensor, upper: Tensor, lower: Tensor, below_lower: Tensor, n_slots: Tensor,
-    segments: tuple[np.ndarray, int] | None = None,
+    x: Tensor, g0: int, positives: PerRow, upper: PerRow, lower: PerRow, below_lower: PerRow, n_slots: PerRow,
+    segments: tuple[np.ndarray, int] | None = None, above: np.ndarray | None = None,
 ) -> tuple[Tensor, Tensor]:
     """For a chunk ``x`` [n, w] (float32 CPU, gallery items g0 on) and per row its positives [n, slots]
     (gallery indices, slots by descending score) with their float32 thresholds: set the positives' own
     entries to -inf, then return (#items > upper [n, slots] int32, (row, slot, column) [3, m] int64 of every
-    item with lower <= item <= upper). Slots at or beyond a row's ``n_slots`` are skipped (counted as 0).
+    item with lower <= item <= upper). Slots at or beyond a row's ``n_slots`` are skipped (counted as 0). The
+    per-row arguments may also be numpy arrays (views of the caller's, no copies); ``above``, an integer
+    array [n, slots], takes the counts added to it instead of a new one (few Python steps per chunk: each
+    step runs with caches the chunk has just swept).
 
     ``segments``: (maxima [n, w // length], length) of the chunk's strided segments as :class:`Selection`
     read them (upper bounds suffice: the entries hidden since only lower a max). A slot whose threshold
     few segments' maxima pass is counted in those segments only; otherwise over the whole row."""
     maxima, length = segments if segments is not None else (np.empty((len(x), 0), np.float32), 1)
     maxima = maxima[: len(x)]  # the counter may take a prefix of the chunk's rows
-    arrays = [t.numpy() for t in (x, positives, upper, lower, below_lower, n_slots)] + [maxima]
-    above = np.zeros(tuple(upper.shape), np.int32)
+    arrays = [t if isinstance(t, np.ndarray) else t.numpy() for t in (x, positives, upper, lower, below_lower, n_slots)]
+    arrays.append(maxima)
+    if above is None:
+        above = np.zeros(tuple(upper.shape), np.int32)
 
     def part(r0: int, r1: int) -> np.ndarray:
         x_part, *rest = (a[r0:r1] for a in arrays)
         shape = (r1 - r0, upper.shape[1])
         band = _count_rows(x_part, g0, *rest, length, above[r0:r1], np.empty(shape, np.int32),
                            np.empty((*shape, BAND_CAP + 1), np.int64))
-        band[0] += r0
+        if r0:
+            band[0] += r0
         return band
 
     bands = _split_rows(len(x), part)
-    return torch.from_numpy(above), torch.from_numpy(np.concatenate(bands, 1))
+    return torch.from_numpy(above), torch.from_numpy(bands[0] if len(bands) == 1 else np.concatenate(bands, 1))
 
 
 def _split_rows(n_rows: int, part: Callable[[int, int], T]) -> list[T]:

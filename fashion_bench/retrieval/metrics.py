@@ -221,6 +221,7 @@ class _RankCounter:
         self.banded: list[tuple[Tensor, Tensor, Tensor]] = []  # (row, slot, item) to compare exactly, dense
         self._scratch = torch.empty(0, device=dev)
         self._counts = torch.empty(2, self.slots, len(rows), device=dev)  # dense: per slot, (above, reach)
+        self._arrays: list[np.ndarray] | None = None  # CPU kernels: numpy views of the per-row tensors
 
     def ranks(self) -> tuple[Tensor, Tensor]:
         """(query, rank) of every positive, on the CPU."""
@@ -259,10 +260,12 @@ class _RankCounter:
         """The CPU path: one kernel hides the positives and counts every slot of every row (kernels.py)."""
         from fashion_bench.retrieval.kernels import count_rows
 
-        above, band = count_rows(chunk, g0, self.pidx[rows], self.upper[rows], self.lower[rows],
-                                 self.below_lower[rows], self.n_slots[rows],
-                                 self.segments(rows.start, g0) if self.segments else None)
-        self.beaten[rows] += above
+        if self._arrays is None:  # numpy views, sliced per chunk at less cost than tensors
+            self._arrays = [t.numpy() for t in (self.pidx, self.upper, self.lower, self.below_lower, self.n_slots,
+                                                self.beaten)]
+        *per_row, beaten = self._arrays
+        _, band = count_rows(chunk, g0, *(a[rows] for a in per_row),
+                             self.segments(rows.start, g0) if self.segments else None, above=beaten[rows])
         if band.shape[1]:
             self.banded.append((band[0] + rows.start, band[1], band[2] + g0))
 

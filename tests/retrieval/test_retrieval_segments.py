@@ -137,3 +137,30 @@ def test_fast_top_k_scores_are_the_exact_backends_bit_for_bit():
     exact = rank_with_topk(query, gallery, pos, exclusions, 20, "exact")
     assert torch.equal(fast[1], exact[1]) and torch.equal(fast[2], exact[2])
     assert torch.equal(fast[0].idx, exact[0].idx)
+
+
+def test_counter_adds_to_an_array_from_numpy_views(settings):
+    """count_rows given numpy views of the per-row arrays and an array to add its counts to (as the rank
+    counter calls it): the counts added to what the array held, the band unchanged, on the selection's
+    maxima and without, for every prefix the counter may take."""
+    rng = np.random.default_rng(7)
+    n, width, slots, g0 = 40, 1000, 3, 100
+    x = np.round(rng.standard_normal((n, width)) * 4).astype(np.float32) / 4  # many exact ties
+    x[rng.random(x.shape) < 0.1] = -np.inf
+    positives = rng.integers(g0 - 5, g0 + width + 5, (n, slots))
+    upper = -np.sort(-rng.choice([0.0, 1.0, 2.0, 2.5, 3.0, 10.0], (n, slots)), 1).astype(np.float32)
+    lower = (upper - rng.choice([0.0, 0.25, 0.5], upper.shape)).astype(np.float32)
+    below_lower = np.nextafter(lower, np.float32(-np.inf))
+    n_slots = rng.integers(0, slots + 1, n).astype(np.int32)
+    selection = kernels_mod.Selection(n, 9)
+    selection.add(torch.from_numpy(x.copy()), 0, g0)
+    for segments in (selection.segments(0, g0), None):
+        for rows in (n, n - 9):
+            held = rng.integers(0, 100, (rows, slots))
+            added = held.copy()
+            per_row = [a[:rows] for a in (positives, upper, lower, below_lower, n_slots)]
+            above, band = kernels_mod.count_rows(torch.from_numpy(x[:rows].copy()), g0, *per_row, segments,
+                                                 above=added)
+            want_above, want_band = brute_count(x[:rows], g0, *per_row[:3], per_row[4])
+            assert np.array_equal(added, held + want_above) and np.array_equal(above.numpy(), added)
+            assert sorted(map(tuple, band.T.tolist())) == want_band
