@@ -11,16 +11,16 @@ quickselect when full; most of a row is skipped by the maxima of its segments. T
 (:func:`pair_scores`): one fixed summation order for every pair (four chains, the lanes of one float64
 vector), a query row converted once for its items.
 
-Compiled on first use and cached on disk. The kernels are serial and release the GIL; a chunk's rows are
-split over as many Python threads as torch uses (not numba's parallel layer, whose OpenMP threads would spin
-against torch's and faiss's, and whose default layer is not safe to call from several threads at once).
+Compiled on first use and cached on disk. The kernels are serial and release the GIL. The rank pass runs them
+in threads that each scan their own query rows at one torch thread (threads.py); called from a thread where
+torch uses several, they split a chunk's rows over as many Python threads (not numba's parallel layer, whose
+OpenMP threads would spin against torch's and faiss's, and whose default layer is not safe to call from
+several threads at once).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
-from functools import cache
 from typing import TypeVar
 
 import numba
@@ -31,6 +31,8 @@ from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic
 from torch import Tensor
+
+from fashion_bench.retrieval.threads import pool
 
 BAND_CAP = 16  # band items kept per (row, positive) and chunk; a fuller band is rescanned (many exact ties)
 MIN_ROWS = 16  # rows per thread at least
@@ -157,12 +159,7 @@ def _split_rows(n_rows: int, part: Callable[[int, int], T]) -> list[T]:
     if parts == 1:
         return [part(0, n_rows)]
     bounds = np.linspace(0, n_rows, parts + 1).astype(int).tolist()
-    return list(_pool(parts).map(part, bounds[:-1], bounds[1:]))
-
-
-@cache
-def _pool(workers: int) -> ThreadPoolExecutor:
-    return ThreadPoolExecutor(workers, thread_name_prefix="fashion-bench-count")
+    return list(pool(parts, "count").map(part, bounds[:-1], bounds[1:]))
 
 
 @numba.njit(nogil=True, cache=True, error_model="numpy")

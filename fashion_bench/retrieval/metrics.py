@@ -37,6 +37,7 @@ from fashion_bench.retrieval.index import (
     topk,
 )
 from fashion_bench.retrieval.protocols import check_ks
+from fashion_bench.retrieval.threads import map_row_parts
 
 DEFAULT_KS = (1, 5, 10, 50)
 EPS64 = 2.0**-52
@@ -134,14 +135,22 @@ def _scan_ranks(
     if k == 0:
         order = order[: int((counts > 0).sum())]
     idx, scores = empty_topk(len(query), k)
+
+    def scan_part(part: Tensor) -> tuple[list[tuple[Tensor, Tensor]], list[Tensor]]:
+        part_pairs, part_failed = [], []
+        for rows in part.split(QUERY_BLOCK):
+            tops = [_top_k(len(rows), k, query.device)] if k else []
+            segments = tops[0].segments if tops and isinstance(tops[0], BufferTopK) else None
+            counter = _RankCounter(query, gallery, positives, rows, segments)
+            scan(query, gallery, rows, [exclusions.masker(rows, query.device), *tops, counter])
+            part_pairs.append(counter.ranks())
+            part_failed += [t.write(query, gallery, rows, idx, scores) for t in tops]
+        return part_pairs, part_failed
+
     pairs, failed = [], []
-    for rows in order.split(QUERY_BLOCK):
-        tops = [_top_k(len(rows), k, query.device)] if k else []
-        segments = tops[0].segments if tops and isinstance(tops[0], BufferTopK) else None
-        counter = _RankCounter(query, gallery, positives, rows, segments)
-        scan(query, gallery, rows, [exclusions.masker(rows, query.device), *tops, counter])
-        pairs.append(counter.ranks())
-        failed += [t.write(query, gallery, rows, idx, scores) for t in tops]
+    for part_pairs, part_failed in map_row_parts(scan_part, order, query.device):
+        pairs += part_pairs
+        failed += part_failed
     if k:
         fill_exact_topk(query, gallery, exclusions, torch.cat(failed), idx, scores)
     return pairs, idx, scores

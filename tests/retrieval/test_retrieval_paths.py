@@ -1,6 +1,7 @@
 """Every counting and top-k path against the brute-force oracle on unseen inputs with exact ties and
-exclusions: the CPU kernel (one thread and several, with its band capacity overflowing), and the torch path
-that CUDA embeddings take, run here on CPU tensors."""
+exclusions: the CPU kernel (one thread, each chunk's rows split over threads with the band capacity
+overflowing, and the query rows dealt over threads that scan alone), and the torch path that CUDA embeddings
+take, run here on CPU tensors."""
 
 from __future__ import annotations
 
@@ -12,17 +13,22 @@ from test_retrieval_regimes import brute_ranks, case
 import fashion_bench.retrieval.index as index_mod
 import fashion_bench.retrieval.kernels as kernels_mod
 import fashion_bench.retrieval.metrics as metrics_mod
+import fashion_bench.retrieval.threads as threads_mod
 from fashion_bench.retrieval.index import Csr, Embeddings, Exclusions
 from fashion_bench.retrieval.metrics import rank_with_topk
 
 
-@pytest.fixture(params=["kernel", "kernel-threads-overflow", "torch"])
+@pytest.fixture(params=["kernel", "kernel-threads-overflow", "kernel-row-parts", "torch"])
 def path(request, monkeypatch):
     monkeypatch.setattr(index_mod, "SCORE_BLOCK", 5000)
     monkeypatch.setattr(index_mod, "GALLERY_ALIGN", 8)
-    if request.param == "kernel-threads-overflow":
-        monkeypatch.setattr(kernels_mod, "BAND_CAP", 1)
-        monkeypatch.setattr(kernels_mod, "MIN_ROWS", 3)
+    if request.param.startswith("kernel-"):
+        if request.param == "kernel-threads-overflow":  # each chunk's rows split over the threads
+            monkeypatch.setattr(kernels_mod, "BAND_CAP", 1)
+            monkeypatch.setattr(kernels_mod, "MIN_ROWS", 3)
+            monkeypatch.setattr(threads_mod, "MIN_PART_ROWS", 10**9)
+        else:  # the query rows dealt over the threads, each scanning its rows alone
+            monkeypatch.setattr(threads_mod, "MIN_PART_ROWS", 8)
         threads = torch.get_num_threads()
         torch.set_num_threads(2)
         request.addfinalizer(lambda: torch.set_num_threads(threads))
