@@ -300,7 +300,7 @@ class Progressive(ClipRetrievalMethod):
         optim: OptimConfig | None = None,
         weighting: str = "adaptive",
         weighting_loss: float = 1.0,
-        target_temperature: float = 0.05,
+        target_temperature: float = 0.5,
         center_similarities: bool = True,
         hidden_dim: int | None = None,
     ) -> None:
