@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from fashion_bench.contracts import Preprocessing
 from fashion_bench.encoders.prompts import TextPrompts, VisualPrompts
 from fashion_bench.losses import supcon_loss
-from fashion_bench.methods.base import ClipRetrievalMethod, EncoderConfig, OptimConfig
+from fashion_bench.methods.base import NEW_PARAMETER_LR_FACTOR, ClipRetrievalMethod, EncoderConfig, OptimConfig
 from fashion_bench.methods.heads import ReIDHeadConfig, resolve_identities
 from fashion_bench.methods.reid_baseline import ReidBaseline
 from fashion_bench.stages import weights_will_be_restored
@@ -231,6 +231,10 @@ class MultiPrompt(ReidBaseline):
             encoder=encoder, optim=self.optim, stage1_ckpt=stage1_ckpt, visual_prompts=self.visual_config,
             head=self.head_config, i2t_weight=i2t_weight, num_identities=num_identities, prompts=prompt_config,
         )
+
+    def default_lr_groups(self) -> dict[str, float]:
+        prompts = {"visual_prompts.": NEW_PARAMETER_LR_FACTOR * self.optim.lr} if self.visual_config.count > 0 else {}
+        return {**super().default_lr_groups(), **prompts}
 
     def encode_images(self, images: torch.Tensor) -> torch.Tensor:
         return self.visual_prompts(self.encoder.clip.visual, images)

@@ -25,12 +25,11 @@ from torch import nn
 from fashion_bench.contracts import Preprocessing
 from fashion_bench.encoders import ClipEncoder
 from fashion_bench.losses import contrastive_loss
-from fashion_bench.methods.base import ClipRetrievalMethod, EncoderConfig, OptimConfig
+from fashion_bench.methods.base import NEW_PARAMETER_LR_FACTOR, ClipRetrievalMethod, EncoderConfig, OptimConfig
 from fashion_bench.methods.clip import ClipMethod
 from fashion_bench.methods.clip4cir import FeatureCache
 
 MAX_LOGIT_SCALE = 100.0
-HEAD_LR_FACTOR = 10.0  # stage 2's recognition heads learn at 10 x optim.lr unless optim.lr_groups says otherwise
 # Stage 3's weighting learns at 100 x optim.lr: its target is nearly one-hot per change type, and at 10 x it stayed
 # near 0.5 / 0.5 within the demo's epoch. Chosen on the val split (seeds 0 and 1), docs/methods/progressive.md.
 WEIGHTING_LR_FACTOR = 100.0
@@ -165,7 +164,7 @@ class ProgressiveStage2(ClipMethod):
         return sizes
 
     def default_lr_groups(self) -> dict[str, float]:
-        return {"heads.": HEAD_LR_FACTOR * self.optim.lr} if self.heads is not None else {}
+        return {"heads.": NEW_PARAMETER_LR_FACTOR * self.optim.lr} if self.heads is not None else {}
 
     def recognition_losses(self, batch: dict[str, torch.Tensor], image: torch.Tensor, text: torch.Tensor) -> dict[str, torch.Tensor]:
         """Mean over the image and the text features of each head's cross-entropy, by task."""

@@ -13,7 +13,7 @@ from dataclasses import replace
 
 import torch
 
-from fashion_bench.methods.base import ClipRetrievalMethod, EncoderConfig, OptimConfig
+from fashion_bench.methods.base import NEW_PARAMETER_LR_FACTOR, ClipRetrievalMethod, EncoderConfig, OptimConfig
 from fashion_bench.methods.heads import BNNeckHead, ReIDHeadConfig, resolve_identities
 
 
@@ -50,6 +50,9 @@ class ReidBaseline(ClipRetrievalMethod):
         if self.head is None:
             self.head = BNNeckHead(self.encoder.embed_dim, count, self.head_config)
         self.hparams["num_identities"] = count
+
+    def default_lr_groups(self) -> dict[str, float]:
+        return {"head.": NEW_PARAMETER_LR_FACTOR * self.optim.lr} if self.head is not None else {}
 
     def train(self, mode: bool = True) -> ReidBaseline:
         """Only the image tower (and the head) train; the frozen text tower stays in eval mode."""

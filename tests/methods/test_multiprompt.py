@@ -268,6 +268,29 @@ def test_reid_baseline_trains_image_tower_only(tiny_world, pretrained):
         method.encode_query({"text": torch.zeros(2, 32, dtype=torch.long)})
 
 
+def lr_of(method, parameter: torch.nn.Parameter) -> float:
+    return next(g["lr"] for g in method.param_groups() if any(p is parameter for p in g["params"]))
+
+
+def test_new_heads_and_visual_prompts_learn_at_ten_times_the_backbone_rate(pretrained, tmp_path):
+    stage1 = MultiPromptStage1(EncoderConfig(pretrained=pretrained), num_identities=4)
+    path = str(stage1_checkpoint(tmp_path / "s1.ckpt", stage1))
+    method = MultiPrompt(EncoderConfig(), OptimConfig(lr=1e-4), stage1_ckpt=path)
+    assert lr_of(method, method.visual_prompts.tokens) == pytest.approx(1e-3)
+    assert lr_of(method, method.head.classifier.weight) == pytest.approx(1e-3)
+    assert lr_of(method, method.encoder.image_parameters()[0]) == pytest.approx(1e-4)
+    without_prompts = MultiPrompt(EncoderConfig(), OptimConfig(lr=1e-4), stage1_ckpt=path, visual_prompts=VisualPromptConfig(count=0))
+    assert "visual_prompts." not in without_prompts.default_lr_groups()
+    baseline = ReidBaseline(EncoderConfig(pretrained=pretrained), OptimConfig(lr=2e-4), num_identities=4)
+    assert lr_of(baseline, baseline.head.classifier.weight) == pytest.approx(2e-3)
+    assert lr_of(baseline, baseline.encoder.image_parameters()[0]) == pytest.approx(2e-4)
+
+
+def test_optim_lr_groups_override_the_default_head_rate(pretrained):
+    method = ReidBaseline(EncoderConfig(pretrained=pretrained), OptimConfig(lr=1e-4, lr_groups={"head.": 1e-4}), num_identities=4)
+    assert {g["lr"] for g in method.param_groups()} == {1e-4}
+
+
 # --- the stage chain and bad inputs -----------------------------------------------------------------------------
 def test_stage2_loads_stage1_prompts_from_a_separate_cli_run(tiny_world, pretrained, tmp_path):
     from fashion_bench.lightning_cli import run
