@@ -18,13 +18,17 @@ _IMPORTED_AT = time.time()
 
 def process_start_time() -> float:
     """Wall-clock time this process started (a forked child: when it was forked). Read from ``/proc`` on Linux;
-    elsewhere the time this module was imported, which misses only the interpreter's own start-up."""
+    elsewhere the time this module was imported, which misses only the interpreter's own start-up.
+
+    The process's start is in clock ticks since boot; its age is measured on the boot clock and subtracted from
+    now. (Adding the ticks to ``/proc/stat``'s ``btime`` is off by up to a second: btime is whole seconds, and the
+    wall clock drifts from the boot clock over a long uptime.)"""
     try:
-        with open("/proc/self/stat") as stat, open("/proc/stat") as system:
+        with open("/proc/self/stat") as stat:
             ticks = int(stat.read().rsplit(")", 1)[1].split()[19])  # field 22, after the command name
-            boot = next(int(line.split()[1]) for line in system if line.startswith("btime"))
-        return boot + ticks / os.sysconf("SC_CLK_TCK")
-    except (OSError, ValueError, IndexError, StopIteration):
+        age = time.clock_gettime(time.CLOCK_BOOTTIME) - ticks / os.sysconf("SC_CLK_TCK")
+        return time.time() - age
+    except (OSError, ValueError, IndexError, AttributeError):
         return _IMPORTED_AT
 
 
