@@ -78,6 +78,7 @@ class OptimConfig:
         if bad:
             raise ValueError(f"optim.lr_groups: learning rates must be non-negative numbers, got {bad}")
 
+
 # Parameters a method adds on top of the pretrained encoder (recognition / ID heads, visual prompts) learn at this
 # multiple of optim.lr by default, the usual practice for new layers on a pretrained backbone. Measured on
 # multiprompt and its reid-baseline: docs/methods/multiprompt.md.
