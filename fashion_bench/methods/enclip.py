@@ -20,6 +20,9 @@ clustered). Everything else is a documented reconstruction with one switch per u
   :mod:`fashion_bench.methods.ensemble`); routing uses a frozen copy of the pretrained CLIP (text and image
   towers) for the cluster of queries and gallery items and never removes an item.
 * ``fusion``: ``mean`` / ``concat`` / ``max`` of the normalised member embeddings, queries and gallery alike.
+* ``encoder.freeze_text``: members fine-tune their image towers only. Their text towers then stay the pretrained
+  one, identical in every member, so a batch's texts are encoded once for all members (in training and at
+  query time): the step shares more than the decoding.
 * Two ways to train, same members: one process (all members) or K runs with ``member_ids: [k]`` (each trains
   member k exactly as the one-process run does: same rows, weights and augmentation draws) gathered afterwards
   with ``members_from`` (open_clip files, e.g. the runs' ``published/member<k>.pt``, or ``run:`` references).
@@ -180,6 +183,7 @@ class Enclip(RetrievalMethod):
         if self.routing.nearest > 0:
             self.router = self._build(PRETRAINED_SALT, base_seed).requires_grad_(False).eval()
         self._base_seed = base_seed
+        self.shared_text = False  # every member's text tower frozen and identical: texts encoded once
         self.centroids: torch.Tensor | None = None  # [k, D] in the pretrained space, computed once per process
         self.train_clusters: torch.Tensor | None = None  # [N_train] cluster of each training row
         self.row_weights: torch.Tensor | None = None  # [len(member_ids), N_train] during fit (None: every row)
@@ -268,7 +272,19 @@ class Enclip(RetrievalMethod):
         share = self.cluster_config.share
         return torch.stack([cluster_weights(self.train_clusters, j, self.num_clusters, share, seed) for j in self.member_ids])
 
+    def _refresh_text_sharing(self) -> None:
+        """Whether one text pass serves every member: their text towers are frozen and equal (from one pretrained
+        CLIP; members gathered from runs that trained their text towers differ and keep their own passes)."""
+        first = self.members[0]
+        self.shared_text = all(member.text_frozen for member in self.members) and all(
+            all(torch.equal(a, b) for a, b in zip(first.text_parameters(), member.text_parameters()))
+            for member in self.members[1:]
+        )
+
     def on_fit_start(self) -> None:
+        self._refresh_text_sharing()
+        if self.shared_text:
+            log.info("ENCLIP: the %d members share one frozen text tower: texts are encoded once per batch", len(self.members))
         if self.diversity == "cluster" or self.routing.nearest > 0:
             self.ensure_clusters()
         num_rows = 0
@@ -284,38 +300,44 @@ class Enclip(RetrievalMethod):
     def on_fit_end(self) -> None:
         self.row_weights = None
 
-    def _ensure_routing(self) -> None:
+    def _prepare_evaluation(self) -> None:
+        self._refresh_text_sharing()
         if self.routing.nearest > 0:
             self.ensure_clusters()
 
     def on_validation_start(self) -> None:
-        self._ensure_routing()
+        self._prepare_evaluation()
 
     def on_test_start(self) -> None:
-        self._ensure_routing()
+        self._prepare_evaluation()
 
     def on_predict_start(self) -> None:
-        self._ensure_routing()
+        self._prepare_evaluation()
 
     # --- training -----------------------------------------------------------------------------------------------
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         size = batch["text"].shape[0]
+        shared_text = self.members[0].encode_text(batch["text"]) if self.shared_text else None
         losses = []
         for position, member in enumerate(self.members):
             weights = (
                 self.row_weights[position, batch["index"]] if self.row_weights is not None
                 else torch.ones(size, device=self.device)
             )
-            loss = self._member_loss(position, member, batch, weights)
+            loss = self._member_loss(position, member, batch, weights, shared_text)
             self.log(f"train/loss_m{self.member_ids[position]}", loss, batch_size=size)
             losses.append(loss)
         loss = torch.stack(losses).sum()
         self.log("train/loss", loss / len(losses), prog_bar=True, batch_size=size)
         return self.check_finite(loss)
 
-    def _member_loss(self, position: int, member: ClipEncoder, batch: dict[str, torch.Tensor], weights: torch.Tensor) -> torch.Tensor:
+    def _member_loss(
+        self, position: int, member: ClipEncoder, batch: dict[str, torch.Tensor], weights: torch.Tensor,
+        shared_text: torch.Tensor | None,
+    ) -> torch.Tensor:
         """Member ``position``'s loss on its rows of the shared batch: rows of weight 0 are neither encoded nor
-        negatives. Under DDP each rank's rows are padded to the batch size (weight 0) and gathered."""
+        negatives (``shared_text``: the batch's texts under the members' one frozen text tower). Under DDP each
+        rank's rows are padded to the batch size (weight 0) and gathered."""
         size = batch["text"].shape[0]
         selected = (weights > 0).nonzero().flatten()
         if selected.numel() == 0:  # keep the member in the graph (DDP) with one row of weight 0
@@ -323,7 +345,7 @@ class Enclip(RetrievalMethod):
         generator = member_generator(self._seed(), self.member_ids[position], 2, self.global_step, self.global_rank)
         images = augment_batch(batch["image"][selected], generator, self.member_augment)
         image = member.encode_image(images)
-        text = member.encode_text(batch["text"][selected])
+        text = shared_text[selected] if shared_text is not None else member.encode_text(batch["text"][selected])
         anchor = 0.0 * (image.sum() + text.sum())  # zero, but every used parameter takes part in the graph
         labels, weights = batch["label"], weights
         if self._trainer is not None and self.trainer.world_size > 1:
@@ -373,7 +395,10 @@ class Enclip(RetrievalMethod):
         text, image = batch.get("text"), batch.get("image_features")
         if text is not None and image is not None:
             raise ValueError("ENCLIP embeds text or image queries (tasks t2i, id), not composed image+text queries")
-        if text is not None:
+        if text is not None and self.shared_text:
+            members = [self.members[0].encode_text(text)] * len(self.members)
+            router = self.router.encode_text(text) if self.router is not None else None
+        elif text is not None:
             members = [member.encode_text(text) for member in self.members]
             router = self.router.encode_text(text) if self.router is not None else None
         elif image is not None:

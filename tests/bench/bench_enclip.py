@@ -4,15 +4,18 @@ An iteration here is everything between two training batches: decoding and trans
 runs in the training process, ``num_workers 0``, so decoding is on the clock as it is for a run that owns its
 cores), the members' forward and backward passes and the optimizer step. K separate runs cost K single-member
 iterations (each decodes the batch again); the goal is one K-member iteration <= 0.8 x K of them.
-Rounds are interleaved; warm-up iterations dropped; ratios, never timed tests.
+``--text frozen`` fine-tunes the image towers only (``encoder.freeze_text``): the members then share one text pass
+per batch, the single member still makes its own. Rounds are interleaved; warm-up iterations dropped; ratios,
+never timed tests.
 
     python tests/bench/bench_enclip.py [--members 5] [--steps 12] [--rounds 2] [--batch 64] [--preset tiny]
-        [--diversity seed bootstrap cluster]
+        [--diversity seed bootstrap cluster] [--text trained frozen]
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import statistics
 import tempfile
 import time
@@ -65,6 +68,8 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--preset", default="tiny", help="synthetic world preset (tiny: generated in seconds)")
     parser.add_argument("--diversity", nargs="+", default=["seed", "bootstrap", "cluster"])
+    parser.add_argument("--text", nargs="+", choices=["trained", "frozen"], default=["trained", "frozen"],
+                        help="members fine-tune both towers (trained) or their image towers only (frozen)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as folder:
         from fashion_bench.data.synthetic import ensure_world
@@ -77,20 +82,20 @@ def main() -> None:
             return FashionDataModule(dataset="synth-t2i", root=str(world), synthetic_preset=args.preset,
                                      num_workers=0, batch_size=args.batch)
 
-        def build(diversity: str, member_ids: list[int] | None) -> Enclip:
+        def build(diversity: str, text: str, member_ids: list[int] | None) -> Enclip:
             torch.manual_seed(0)
-            return Enclip(EncoderConfig(pretrained=weights), OptimConfig(lr=1e-5), members=args.members,
-                          member_ids=member_ids, diversity=diversity)
+            encoder = EncoderConfig(pretrained=weights, freeze_text=text == "frozen")
+            return Enclip(encoder, OptimConfig(lr=1e-5), members=args.members, member_ids=member_ids, diversity=diversity)
 
-        for diversity in args.diversity:
+        for diversity, text in itertools.product(args.diversity, args.text):
             times: dict[str, list[float]] = {"one": [], "all": []}
             for _ in range(args.rounds):
-                times["one"] += iteration_times(build(diversity, [0]), data(), args.steps)
-                times["all"] += iteration_times(build(diversity, None), data(), args.steps)
+                times["one"] += iteration_times(build(diversity, text, [0]), data(), args.steps)
+                times["all"] += iteration_times(build(diversity, text, None), data(), args.steps)
             one, together = statistics.median(times["one"]), statistics.median(times["all"])
             k = args.members
-            member = (together - one) / (k - 1)  # one more member's cost; the rest of `one` is shared (decoding)
-            print(f"{diversity:9s}: one member {one * 1000:7.1f} ms | {k} members in one process {together * 1000:7.1f} ms "
+            member = (together - one) / (k - 1)  # one more member's cost; the rest of `one` is shared
+            print(f"{diversity:9s} {text:7s} text: one member {one * 1000:7.1f} ms | {k} members in one process {together * 1000:7.1f} ms "
                   f"| ratio to {k} separate runs {together / (k * one):.3f} (goal <= 0.8) | shared part of an iteration "
                   f"{(one - member) * 1000:.1f} ms, each member {member * 1000:.1f} ms: 0.8 needs a shared part >= "
                   f"{k / (5 * k - 5):.0%} of one member's iteration")

@@ -182,15 +182,63 @@ def test_one_process_members_equal_members_trained_alone(tiny_world, pretrained,
     assert not torch.allclose(alone[0]["clip.visual.conv1.weight"], alone[1]["clip.visual.conv1.weight"])  # diverse
 
 
+def frozen_text_method(pretrained: str, **kwargs) -> Enclip:
+    kwargs.setdefault("optim", OptimConfig(lr=1e-3, weight_decay=0.0, schedule="constant"))
+    return Enclip(EncoderConfig(pretrained=pretrained, freeze_text=True), **kwargs)
+
+
+def test_frozen_text_towers_are_encoded_once_per_batch_with_the_same_training(tiny_world, pretrained, monkeypatch):
+    """Members that fine-tune only their image towers share the pretrained text tower: one text pass per batch
+    (training and queries), and every member trains exactly as with its own text pass."""
+    calls = []
+    torch.manual_seed(0)
+    shared = frozen_text_method(pretrained, members=3, diversity="bootstrap")
+    for member in shared.members:
+        original = member.encode_text
+        monkeypatch.setattr(member, "encode_text", lambda tokens, normalize=True, f=original: calls.append(1) or f(tokens, normalize))
+    trainer(steps=2).fit(shared, datamodule=tiny_data(tiny_world))
+    assert shared.shared_text and len(calls) == 2  # one text pass per step, not one per member
+    monkeypatch.setattr(Enclip, "_refresh_text_sharing", lambda self: setattr(self, "shared_text", False))
+    torch.manual_seed(0)
+    own = frozen_text_method(pretrained, members=3, diversity="bootstrap")
+    trainer(steps=2).fit(own, datamodule=tiny_data(tiny_world))
+    start = EncoderConfig(pretrained=pretrained).build().state_dict()
+    for j in range(3):
+        for key, value in state_of(own.members[j]).items():
+            torch.testing.assert_close(state_of(shared.members[j])[key], value, rtol=1e-4, atol=1e-5, msg=key)
+            if key.startswith(("clip.transformer.", "clip.token_embedding", "clip.text_projection")):
+                torch.testing.assert_close(value, start[key], rtol=0, atol=0, msg=key)  # the text tower stayed frozen
+    tokens = shared.members[0].tokenize(["a red striped shirt", "blue jeans"])
+    shared.shared_text = True
+    torch.testing.assert_close(shared.encode_query({"text": tokens}), own.encode_query({"text": tokens}))
+
+
+def test_members_with_trained_or_unfrozen_text_towers_keep_their_own_text_passes(tmp_path, pretrained):
+    torch.manual_seed(0)
+    unfrozen = method(pretrained, members=2)
+    unfrozen._refresh_text_sharing()
+    assert not unfrozen.shared_text
+    other = EncoderConfig(pretrained=pretrained).build()
+    with torch.no_grad():
+        other.clip.text_projection.add_(0.01)
+    files = [pretrained, str(export_open_clip_checkpoint(other, tmp_path / "other.pt"))]
+    gathered = Enclip(EncoderConfig(pretrained=pretrained, freeze_text=True), members_from=files)
+    gathered._refresh_text_sharing()
+    assert not gathered.shared_text  # frozen, but the gathered text towers differ
+    same = Enclip(EncoderConfig(pretrained=pretrained, freeze_text=True), members_from=[pretrained, pretrained])
+    same._refresh_text_sharing()
+    assert same.shared_text
+
+
 def test_bootstrap_members_never_see_their_out_of_bag_rows(tiny_world, pretrained):
     seen: list[torch.Tensor] = []
     torch.manual_seed(0)
     enclip = method(pretrained, members=2, diversity="bootstrap", member_augment=1.0)
     original = Enclip._member_loss
 
-    def spy(self, position, member, batch, weights):
+    def spy(self, position, member, batch, weights, shared_text):
         seen.append(torch.stack([batch["index"], weights.long(), torch.full_like(batch["index"], position)]))
-        return original(self, position, member, batch, weights)
+        return original(self, position, member, batch, weights, shared_text)
 
     Enclip._member_loss = spy
     try:
