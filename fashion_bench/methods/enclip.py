@@ -395,11 +395,9 @@ class Enclip(RetrievalMethod):
         text, image = batch.get("text"), batch.get("image_features")
         if text is not None and image is not None:
             raise ValueError("ENCLIP embeds text or image queries (tasks t2i, id), not composed image+text queries")
-        if text is not None and self.shared_text:
-            members = [self.members[0].encode_text(text)] * len(self.members)
-            router = self.router.encode_text(text) if self.router is not None else None
-        elif text is not None:
-            members = [member.encode_text(text) for member in self.members]
+        if text is not None:
+            towers = self.members[:1] if self.shared_text else self.members
+            members = [tower.encode_text(text) for tower in towers] * (len(self.members) // len(towers))
             router = self.router.encode_text(text) if self.router is not None else None
         elif image is not None:
             members, router = self._split(image)
