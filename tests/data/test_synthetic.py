@@ -190,6 +190,27 @@ def test_distractors_leave_the_training_data_unchanged(world, tmp_path):
         assert digests[name] == bare_digests[name], name
 
 
+def test_more_cir_evaluation_queries_per_reference_leave_training_unchanged(world, items, tmp_path):
+    """``cir_eval_per_product`` adds val / test queries (distinct targets per reference); training is untouched."""
+    more = generate_world(tmp_path / "more", "tiny", seed=0, progress=False, cir_eval_per_product=3)
+    more_items = read_items(more)
+    train = [f"synth-cir/train/{f}" for f in ("gallery.txt", "queries.jsonl")]
+    digests, more_digests = _manifest_digests(world), _manifest_digests(more)
+    assert all(digests[name] == more_digests[name] for name in train)
+    for split_name in ("val", "test"):
+        one = read_split(world, "synth-cir", split_name, items=items).queries
+        queries = read_split(more, "synth-cir", split_name, items=more_items).queries
+        per_reference = Counter(q.image for q in queries)
+        assert max(per_reference.values()) <= 3 and len(queries) > len(one)
+        assert set(per_reference) == {q.image for q in one}
+        assert len({(q.image, q.positives[0]) for q in queries}) == len(queries)
+
+
+def test_cir_queries_per_reference_must_be_positive(tmp_path):
+    with pytest.raises(ValueError, match="cir_eval_per_product=0 must be >= 1"):
+        generate_world(tmp_path / "w", "tiny", cir_eval_per_product=0)
+
+
 def test_concept_hierarchy_is_a_tree_over_all_categories(world, items):
     edges = json.loads((world / "world.json").read_text())["concepts"]["edges"]
     parent = dict(edges)

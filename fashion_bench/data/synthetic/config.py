@@ -38,6 +38,7 @@ class WorldConfig:
     texts_per_item: tuple[int, int] = (1, 3)
     id_queries_per_product: int = 2  # live views used as synth-id queries in val / test
     cir_train_per_product: int = 4  # training triplets per train product (at most)
+    cir_eval_per_product: int = 1  # val / test: composed queries per reference product (at most; one per target)
     cir_distractors: int = 1  # val / test: same-style products of other signatures per product, in synth-cir galleries
     jpeg_quality: int = 92  # storage quality (at most; live views are stored at their own, lower, quality)
 
@@ -50,6 +51,9 @@ class WorldConfig:
             raise ValueError(f"family_size={self.family_size}: need 2 <= min <= max (synth-cir pairs come from families)")
         if abs(sum(self.split_fractions) - 1) > 1e-6 or min(self.split_fractions) <= 0:
             raise ValueError(f"split_fractions={self.split_fractions} must be positive and sum to 1")
+        if self.cir_train_per_product < 1 or self.cir_eval_per_product < 1:
+            raise ValueError(f"cir_train_per_product={self.cir_train_per_product} and cir_eval_per_product="
+                             f"{self.cir_eval_per_product} must be >= 1")
         if self.num_products < 12 * self.family_size[1]:
             raise ValueError(f"num_products={self.num_products} is too small for three splits of every super-category")
 
@@ -67,6 +71,6 @@ class WorldConfig:
 
 PRESETS: dict[str, WorldConfig] = {
     "tiny": WorldConfig(num_products=60, image_size=64, live_views=3),
-    "small": WorldConfig(num_products=2500, image_size=64, live_views=4, cir_distractors=5),  # calibrated (docs)
-    "base": WorldConfig(num_products=10000, image_size=96, live_views=5, cir_distractors=5),
+    "small": WorldConfig(num_products=2500, image_size=64, live_views=4, cir_distractors=5, cir_eval_per_product=4),  # docs
+    "base": WorldConfig(num_products=10000, image_size=96, live_views=5, cir_distractors=5, cir_eval_per_product=4),
 }

@@ -99,8 +99,9 @@ def _attribute_changes(a: Product, b: Product) -> int:
 def cir_split(world: World, split: str) -> Split:
     """FashionIQ-style triplets within a family (same garment model, one or two attributes changed).
 
-    Val / test: one query per reference product; train: up to ``cir_train_per_product`` per reference, with caption
-    noise. The gallery is the split's shop images, distractors included, and the reference is not excluded
+    Val / test: up to ``cir_eval_per_product`` queries per reference product (one per target; more queries give the
+    paired comparisons narrower intervals); train: up to ``cir_train_per_product`` per reference, with caption
+    noise. The training triplets do not depend on ``cir_eval_per_product`` (each split has its own random stream). The gallery is the split's shop images, distractors included, and the reference is not excluded
     (FashionIQ's protocol).
     """
     rng = world.rng("synth-cir", split)
@@ -108,7 +109,7 @@ def cir_split(world: World, split: str) -> Split:
     family: dict[str, list[Product]] = defaultdict(list)
     for product in products:
         family[product.family].append(product)
-    per_reference = world.cfg.cir_train_per_product if split == "train" else 1
+    per_reference = world.cfg.cir_train_per_product if split == "train" else world.cfg.cir_eval_per_product
     noise_rate = world.cfg.caption_noise if split == "train" else 0.0
     queries = []
     for reference in products:
