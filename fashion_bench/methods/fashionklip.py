@@ -24,25 +24,37 @@ from fashion_bench.kg.chunker import make_chunker
 from fashion_bench.kg.graph import ConceptGraph
 from fashion_bench.kg.images import concept_images, concept_prompts, encode_prompts
 from fashion_bench.kg.matcher import ConceptMatcher
-from fashion_bench.losses import contrastive_loss, same_label_targets
+from fashion_bench.losses import contrastive_loss
 from fashion_bench.methods.base import EncoderConfig, OptimConfig
 from fashion_bench.methods.clip import ClipMethod
 
 TABLE_FEATURES = ("encode", "steps")
 
 
-def weighted_symmetric_ce(logits: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+def weighted_symmetric_ce(logits: torch.Tensor, match: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
     """Sum over samples of ``weights`` [P, B] times the symmetric cross-entropy of ``logits`` [P, B, B] (prototype
-    rows against concept-text columns); samples with the same concept are positives of each other."""
-    targets = same_label_targets(labels, labels)
-    rows = -(targets * F.log_softmax(logits, dim=-1)).sum(-1)
-    cols = -(targets * F.log_softmax(logits, dim=-2)).sum(-2)
+    rows against concept-text columns); ``match`` [B, B] marks the positives (the same concept, or synonyms)."""
+    match = match.float()
+    rows = -(match / match.sum(1, keepdim=True).clamp_min(1.0) * F.log_softmax(logits, dim=-1)).sum(-1)
+    cols = -(match / match.sum(0, keepdim=True).clamp_min(1.0) * F.log_softmax(logits, dim=-2)).sum(-2)
     return (weights * (rows + cols) / 2).sum(-1)
+
+
+def synonym_pairs(ids: torch.Tensor, table_index: torch.Tensor | None, overlap: float) -> torch.Tensor:
+    """[B, B] bool: concepts ``ids`` [B] that are the same concept or whose kept images ``table_index`` [C, K]
+    share at least ``overlap`` x K images (paraphrases such as "red tee" / "crimson t-shirt" retrieve the
+    same images, and contrasting them as negatives would push apart what the queries paraphrase)."""
+    same = ids[:, None] == ids[None, :]
+    if overlap <= 0 or table_index is None:
+        return same
+    kept = table_index[ids]  # [B, K]
+    shared = (kept[:, None, :, None] == kept[None, :, None, :]).any(-1).sum(-1)  # [B, B]
+    return same | (shared >= overlap * kept.shape[1])
 
 
 def concept_loss(
     image: torch.Tensor, concepts: torch.Tensor, concept_text: torch.Tensor, prototypes: torch.Tensor,
-    scale: torch.Tensor, top: int,
+    scale: torch.Tensor, top: int, table_index: torch.Tensor | None = None, synonym_overlap: float = 0.0,
 ) -> torch.Tensor | None:
     """The concept-level alignment loss, or None when no sample has a concept.
 
@@ -52,7 +64,11 @@ def concept_loss(
         concept_text: normalised prompt features [B, S, D] of those concepts (rows of padding are ignored).
         prototypes: normalised prototype image features [C, K, D] of every concept.
         top: prototypes per sample and slot (the ``top`` of K closest to the sample image).
+        table_index: the prototypes' image indices [C, K]; with ``synonym_overlap`` > 0, concepts sharing that
+            fraction of their images are positives of each other (:func:`synonym_pairs`), not negatives.
     """
+    if synonym_overlap > 0 and table_index is None:
+        raise ValueError("concept_loss: synonym_overlap needs the table's image indices")
     valid = concepts >= 0
     if not bool(valid.any()):
         return None
@@ -68,7 +84,8 @@ def concept_loss(
             continue
         logits = scale * torch.einsum("ipd,kd->pik", protos[rows, s], concept_text[rows, s])
         w = weight[rows, s].t()  # [P, B_s]
-        per_prototype = weighted_symmetric_ce(logits, concepts[rows, s], w)
+        match = synonym_pairs(concepts[rows, s], table_index, synonym_overlap)
+        per_prototype = weighted_symmetric_ce(logits, match, w)
         total = w.sum(-1)
         losses.append((total * per_prototype).sum() / total.sum().clamp_min(1e-12))
     return torch.stack(losses).mean()
@@ -89,6 +106,7 @@ class FashionKlipMethod(ClipMethod):
         prototypes: int = 5,
         lambda_ratio: float = 5.0,
         table_features: str = "encode",
+        synonym_overlap: float = 0.0,
     ) -> None:
         """
         Args:
@@ -103,12 +121,18 @@ class FashionKlipMethod(ClipMethod):
                 set per epoch). ``steps``: the features the training steps of the previous epoch computed for their
                 images (gathered across ranks; images an epoch did not see keep older ones), so only the first epoch
                 of a fit encodes the training set; the table then reflects the model as it was during that epoch.
+            synonym_overlap: 0 (the paper): two different concepts in a batch are negatives of each other. In (0, 1]:
+                concepts whose kept images share at least this fraction are positives instead (synonyms found by
+                their images, re-found with every table; not in the paper).
         """
         super().__init__(encoder, optim, learn_temperature)
         if slots < 1 or prototypes < 1 or lambda_ratio <= 0:
             raise ValueError(f"fashionklip: slots and prototypes must be >= 1 and lambda_ratio > 0 (got {slots}, {prototypes}, {lambda_ratio})")
         self.kg, self.kg_settings = kg, kg_settings or KgSettings()
         self.slots, self.prototypes, self.lambda_ratio = slots, prototypes, lambda_ratio
+        if not 0.0 <= synonym_overlap <= 1.0:
+            raise ValueError(f"fashionklip: synonym_overlap must be in [0, 1], got {synonym_overlap}")
+        self.synonym_overlap = synonym_overlap
         if table_features not in TABLE_FEATURES:
             raise ValueError(f"fashionklip: table_features must be one of {TABLE_FEATURES}, got {table_features!r}")
         if self.prototypes > self.kg_settings.keep:
@@ -116,13 +140,14 @@ class FashionKlipMethod(ClipMethod):
         self.graph: ConceptGraph | None = None
         self.concept_tokens: torch.Tensor | None = None
         self.table: torch.Tensor | None = None  # prototype features [C, keep, D] of the current epoch
+        self.table_index: torch.Tensor | None = None  # their training-image indices [C, keep]
         self.table_epoch = -1
         self.table_features = table_features
         self.image_bank: torch.Tensor | None = None  # normalised features [N, D] of the training images (``steps``)
         self.save_config(
             encoder=self.encoder_config, optim=self.optim, learn_temperature=learn_temperature, kg=kg,
             kg_settings=self.kg_settings, slots=slots, prototypes=prototypes, lambda_ratio=lambda_ratio,
-            table_features=table_features,
+            table_features=table_features, synonym_overlap=synonym_overlap,
         )
 
     # --- the knowledge graph ------------------------------------------------------------------------------------
@@ -162,7 +187,7 @@ class FashionKlipMethod(ClipMethod):
         self.train(was_training)
         s = self.kg_settings
         index, _ = concept_images(concepts, features, candidates=s.candidates, keep=s.keep, diversity=s.diversity)
-        self.table, self.table_epoch = features[index], self.current_epoch
+        self.table, self.table_index, self.table_epoch = features[index], index, self.current_epoch
 
     def on_train_epoch_start(self) -> None:
         if self.table is None or self.table_epoch != self.current_epoch:
@@ -171,13 +196,16 @@ class FashionKlipMethod(ClipMethod):
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         super().on_save_checkpoint(checkpoint)
         if self.table is not None:  # a run resumed within this epoch keeps the epoch's table
-            checkpoint["fashionklip_table"] = {"epoch": self.table_epoch, "prototypes": self.table.cpu()}
+            checkpoint["fashionklip_table"] = {
+                "epoch": self.table_epoch, "prototypes": self.table.cpu(), "index": self.table_index.cpu(),
+            }
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         super().on_load_checkpoint(checkpoint)
         saved = checkpoint.get("fashionklip_table")
         if saved is not None:
             self.table, self.table_epoch = saved["prototypes"], int(saved["epoch"])
+            self.table_index = saved.get("index")
 
     # --- training -----------------------------------------------------------------------------------------------
     def encode_concepts(self, concepts: torch.Tensor) -> torch.Tensor:
@@ -204,7 +232,11 @@ class FashionKlipMethod(ClipMethod):
             self.image_bank[self.gather(batch["index"])] = image.detach().to(self.image_bank.dtype)
         assert self.table is not None
         table = self.table.to(self.device)
-        concept = concept_loss(image.detach(), concepts, self.encode_concepts(concepts), table, scale, self.prototypes)
+        concept = concept_loss(
+            image.detach(), concepts, self.encode_concepts(concepts), table, scale, self.prototypes,
+            table_index=None if self.table_index is None else self.table_index.to(self.device),
+            synonym_overlap=self.synonym_overlap,
+        )
         if concept is None:
             loss, lam = clip, torch.zeros((), device=self.device)
         else:

@@ -12,7 +12,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from fashion_bench.methods.fashionklip import FashionKlipMethod, concept_loss
+from fashion_bench.methods.fashionklip import FashionKlipMethod, concept_loss, synonym_pairs
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -48,11 +48,38 @@ def test_concept_loss_trains_the_concept_texts_and_drops_with_alignment():
     assert concept_loss(image, ids, aligned, table, torch.tensor(10.0), top=5) < loss
 
 
+def test_synonyms_are_concepts_sharing_enough_kept_images():
+    index = torch.tensor([[0, 1, 2, 3], [0, 1, 2, 9], [5, 6, 7, 8]])
+    ids = torch.tensor([0, 1, 2, 0])
+    assert synonym_pairs(ids, index, 0.0).tolist() == (ids[:, None] == ids[None, :]).tolist()
+    pairs = synonym_pairs(ids, index, 0.75)  # concepts 0 and 1 share 3 of 4 images
+    assert pairs[0, 1] and pairs[1, 3] and not pairs[0, 2] and not pairs[1, 2] and bool(pairs.diagonal().all())
+    assert not synonym_pairs(ids, index, 1.0)[0, 1]
+
+
+def test_synonyms_count_as_one_concept_in_the_loss():
+    """Two concepts with the same images and synonym_overlap > 0 give the loss of one concept under both ids."""
+    image, ids, text, table = _inputs()
+    table[2] = table[1]
+    index = torch.arange(table.shape[0] * table.shape[1]).view(table.shape[:2])
+    index[2] = index[1]
+    merged = ids.clone()
+    merged[merged == 2] = 1
+    assert bool((ids == 2).any()) and bool((ids == 1).any())
+    plain = concept_loss(image, ids, text, table, torch.tensor(10.0), top=5)
+    synonyms = concept_loss(image, ids, text, table, torch.tensor(10.0), top=5, table_index=index, synonym_overlap=0.5)
+    one = concept_loss(image, merged, text, table, torch.tensor(10.0), top=5)
+    assert synonyms == pytest.approx(one.item(), abs=1e-6) and synonyms != pytest.approx(plain.item(), abs=1e-4)
+    with pytest.raises(ValueError, match="synonym_overlap needs the table's image indices"):
+        concept_loss(image, ids, text, table, torch.tensor(10.0), top=5, synonym_overlap=0.5)
+
+
 @pytest.mark.parametrize(
     "kwargs, message",
     [({"slots": 0}, "slots and prototypes must be >= 1"), ({"lambda_ratio": 0.0}, "lambda_ratio > 0"),
      ({"prototypes": 11}, r"prototypes \(11\) exceeds the images kept per concept \(10\)"),
-     ({"table_features": "cache"}, r"table_features must be one of \('encode', 'steps'\), got 'cache'")],
+     ({"table_features": "cache"}, r"table_features must be one of \('encode', 'steps'\), got 'cache'"),
+     ({"synonym_overlap": 1.5}, r"synonym_overlap must be in \[0, 1\], got 1.5")],
 )
 def test_bad_settings_are_named(kwargs, message):
     with pytest.raises(ValueError, match=message):
