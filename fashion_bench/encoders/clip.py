@@ -21,6 +21,8 @@ the tag's, or the hub config's for ``hf-hub:`` models.
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 import pickle
 from pathlib import Path
@@ -121,10 +123,28 @@ def hub_config_file(model: str, cache_dir: str | None = None) -> Path:
         ) from None
 
 
+class _RandomInitWarningFilter(logging.Filter):
+    """Drops open_clip's "initialized randomly" warning for an architecture whose weights are loaded right after."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "initialized randomly" not in record.getMessage()
+
+
+@contextlib.contextmanager
+def _weights_loaded_next() -> Any:
+    root, quiet = logging.getLogger(), _RandomInitWarningFilter()
+    root.addFilter(quiet)
+    try:
+        yield
+    finally:
+        root.removeFilter(quiet)
+
+
 def create_clip(model: str, pretrained: str | None, cache_dir: str | None = None) -> nn.Module:
     """The open_clip model with the weights ``pretrained`` names (see the module docstring)."""
     open_clip = open_clip_module()
-    if _restored_elsewhere(pretrained):
+    restored = _restored_elsewhere(pretrained)
+    if restored:
         pretrained = None  # the architecture only: a checkpoint holding every weight is loaded next
     local = _local_file(model, pretrained)
     hub = model.startswith(HF_HUB_PREFIX)
@@ -135,10 +155,11 @@ def create_clip(model: str, pretrained: str | None, cache_dir: str | None = None
         )
     name = f"local-dir:{hub_config_file(model, cache_dir).parent}" if hub and local else model
     try:
-        if local is not None:  # the architecture only: the file's weights are loaded below
-            clip = open_clip.create_model(name, load_weights=False, pretrained_text=False, cache_dir=cache_dir)
-        else:
-            clip = open_clip.create_model(name, pretrained=pretrained, cache_dir=cache_dir, require_pretrained=hub)
+        with _weights_loaded_next() if restored or local is not None else contextlib.nullcontext():
+            if local is not None:  # the architecture only: the file's weights are loaded below
+                clip = open_clip.create_model(name, load_weights=False, pretrained_text=False, cache_dir=cache_dir)
+            else:
+                clip = open_clip.create_model(name, pretrained=pretrained, cache_dir=cache_dir, require_pretrained=hub)
     except RuntimeError as err:
         if "not found in built-ins" in str(err):
             raise ValueError(

@@ -8,6 +8,7 @@ tiny architecture plus a ``preprocess_cfg``) and, optionally, the repository's o
 from __future__ import annotations
 
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -97,6 +98,17 @@ def test_hub_model_with_exported_file_needs_no_hub_weights(tmp_path, file_weight
     path = export_open_clip_checkpoint(source, tmp_path / "export.pt")
     encoder = ClipEncoder(HUB_MODEL, pretrained=str(path), cache_dir=str(make_hub_cache(tmp_path / "hub")))
     assert_weights_equal(encoder, file_weights)
+
+
+def test_a_local_weights_file_is_not_announced_as_a_random_init(tmp_path, file_weights, caplog):
+    """open_clip warns "initialized randomly" while building the architecture; the file's weights come next."""
+    path = save_weights(file_weights, tmp_path / "weights.pt")
+    with caplog.at_level(logging.WARNING):
+        encoder = ClipEncoder("tiny-vit-64", pretrained=str(path))
+        assert_weights_equal(encoder, file_weights)
+        assert "initialized randomly" not in caplog.text
+        ClipEncoder("tiny-vit-64")  # no weights at all: the warning stays
+    assert "initialized randomly" in caplog.text
 
 
 def test_hub_model_alone_loads_the_hub_weights(tmp_path, hub_weights):
