@@ -162,9 +162,12 @@ def create_clip(model: str, pretrained: str | None, cache_dir: str | None = None
                 clip = open_clip.create_model(name, pretrained=pretrained, cache_dir=cache_dir, require_pretrained=hub)
     except RuntimeError as err:
         if "not found in built-ins" in str(err):
+            hint = (f"; '{model}' looks like a weights file: give its architecture as the model (e.g. ViT-B-32, "
+                    f"tiny-vit-64) and the file as pretrained: {model} (MODEL:FILE on a command line)"
+                    if _looks_like_path(model) else "")
             raise ValueError(
                 f"unknown encoder model '{model}': not an open_clip model name, not hf-hub:..., and not one of "
-                f"the shipped configs {sorted(p.stem for p in MODEL_CONFIG_DIR.glob('*.json'))}"
+                f"the shipped configs {sorted(p.stem for p in MODEL_CONFIG_DIR.glob('*.json'))}{hint}"
             ) from None
         if hub:
             raise PretrainedUnavailableError(f"{_hub_offline_hint(model, cache_dir)} ({err})") from err

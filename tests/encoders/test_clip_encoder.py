@@ -111,6 +111,12 @@ def test_a_local_weights_file_is_not_announced_as_a_random_init(tmp_path, file_w
     assert "initialized randomly" in caplog.text
 
 
+def test_a_weights_file_given_as_the_model_is_explained(tmp_path, file_weights):
+    path = save_weights(file_weights, tmp_path / "weights.pt")
+    with pytest.raises(ValueError, match=rf"unknown encoder model .*looks like a weights file.*pretrained: {path}"):
+        ClipEncoder(str(path))
+
+
 def test_hub_model_alone_loads_the_hub_weights(tmp_path, hub_weights):
     encoder = ClipEncoder(HUB_MODEL, cache_dir=str(make_hub_cache(tmp_path / "hub", weights=hub_weights)))
     assert_weights_equal(encoder, hub_weights)
