@@ -56,6 +56,7 @@ class Query:
     exclude: list[str] = field(default_factory=list)
     subset: list[str] = field(default_factory=list)
     category: str = ""
+    group: str = ""  # queries that share a group (e.g. a product family) are resampled together by the bootstrap
 
 
 @dataclass
@@ -152,6 +153,7 @@ def query_from_dict(record: dict[str, Any], where: str) -> Query:
         kwargs["image"] = as_id(record["image"], where, "image")
     for key in ("positives", "exclude", "subset"):
         kwargs[key] = [as_id(v, where, key) for v in record.get(key) or []]
+    kwargs["group"] = "" if record.get("group") in (None, "") else as_id(record["group"], where, "group")
     return Query(**kwargs)
 
 
@@ -223,7 +225,15 @@ def read_split(root: Path, dataset: str, split: str, items: dict[str, Item] | No
 def write_split(root: Path, dataset: str, split: Split) -> None:
     split_dir = root / dataset / split.name
     write_text_atomic(split_dir / "gallery.txt", "".join(f"{i}\n" for i in split.gallery))
-    write_jsonl(split_dir / "queries.jsonl", (asdict(q) for q in split.queries))
+    write_jsonl(split_dir / "queries.jsonl", (query_record(q) for q in split.queries))
+
+
+def query_record(query: Query) -> dict[str, Any]:
+    """A query as a queries.jsonl record; ``group`` only where the query has one."""
+    record = asdict(query)
+    if not record["group"]:
+        del record["group"]
+    return record
 
 
 def item_record(item: Item, split: str) -> dict[str, Any]:

@@ -393,6 +393,7 @@ def build_eval_inputs(data: EvalSplit, query_emb: torch.Tensor, gallery_emb: tor
         exclude=[indices(q.exclude) for q in queries],
         subset=[indices(q.subset) for q in queries],
         query_category=[q.category for q in queries],
+        query_group=[q.group for q in queries],
         query_image_index=[position.get(q.image, -1) if q.image is not None else -1 for q in queries],
         query_domain=[query_item(q, "domain") for q in queries],
         query_identity=[query_item(q, "identity") for q in queries],

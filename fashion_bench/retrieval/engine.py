@@ -30,6 +30,7 @@ class EvalInputs:
     exclude: list[list[int]] = field(default_factory=list)  # from the data, always applied
     subset: list[list[int]] = field(default_factory=list)  # CIRR candidate sets
     query_category: list[str] = field(default_factory=list)
+    query_group: list[str] = field(default_factory=list)  # bootstrap resampling units ("": the query alone)
     query_image_index: list[int] = field(default_factory=list)  # reference image's gallery index or -1
     query_domain: list[str] = field(default_factory=list)  # "" for text-only queries
     query_identity: list[str] = field(default_factory=list)
@@ -150,6 +151,7 @@ def _per_query(
         tuple(inputs.query_category) if protocol.per_category else (),
         subsets,
         None if reverse is None else PerQuery(tuple(inputs.gallery_ids), _ranking(reverse)),
+        tuple(inputs.query_group) if any(inputs.query_group) else (),
     )
 
 

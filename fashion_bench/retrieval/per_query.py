@@ -16,7 +16,9 @@ average precision over the full ranking; both are null when no positive is left 
 counts in no average). ``category`` appears on every main line of ``per_category`` protocols; ``subsets`` holds
 the separately computed rankings: ``intra`` / ``cross`` (``domain_subsets``) and ``Rsubset`` (``subset_ks``,
 ranks within the query's candidate subset). ``i2t`` lines exist for ``t2i`` protocols: gallery images as
-queries, their texts as gallery.
+queries, their texts as gallery. ``group`` (main lines, optional) names the query's resampling unit: the report's
+bootstrap draws whole groups (e.g. a product family whose queries share references and targets); a line without
+it is a group of its own.
 """
 
 from __future__ import annotations
@@ -65,6 +67,7 @@ class PerQuery:
         category: per_category protocols: each query's category (its ``per_subset`` key); else empty.
         subsets: other rankings of the same queries: ``intra`` / ``cross`` (domain_subsets), ``Rsubset``.
         reverse: t2i protocols: the i2t direction (gallery item ids as queries); else None.
+        group: each main query's resampling group ("" for a group of its own); empty when no query has one.
     """
 
     query_ids: tuple[str, ...]
@@ -72,14 +75,25 @@ class PerQuery:
     category: tuple[str, ...] = ()
     subsets: Mapping[str, Ranking] = field(default_factory=dict)
     reverse: PerQuery | None = None
+    group: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         n = len(self.query_ids)
         rankings = (self.ranking, *self.subsets.values())
         sizes = [len(r.first) for r in rankings] + [len(r.ap) for r in rankings]
-        if any(size != n for size in sizes) or len(self.category) not in (0, n):
-            raise ValueError(f"PerQuery: every per-query array needs {n} entries, got {sizes} and "
-                             f"{len(self.category)} categories")
+        if any(size != n for size in sizes) or len(self.category) not in (0, n) or len(self.group) not in (0, n):
+            raise ValueError(f"PerQuery: every per-query array needs {n} entries, got {sizes}, "
+                             f"{len(self.category)} categories and {len(self.group)} groups")
+
+    def clusters(self) -> np.ndarray | None:
+        """Each main query's resampling unit as an index (groups numbered in sorted order, then one unit per
+        ungrouped query in query order), or None when every query is its own unit."""
+        if not any(self.group):
+            return None
+        names = sorted({g for g in self.group if g})
+        index = {g: i for i, g in enumerate(names)}
+        alone = iter(range(len(names), len(names) + len(self.group)))
+        return np.fromiter((index[g] if g else next(alone) for g in self.group), dtype=np.int64, count=len(self.group))
 
     def sorted(self) -> PerQuery:
         """The same outcomes with queries (and reverse queries) in id order, so that two runs align row by row."""
@@ -90,6 +104,7 @@ class PerQuery:
             tuple(self.category[i] for i in order) if self.category else (),
             {name: r.take(order) for name, r in self.subsets.items()},
             self.reverse.sorted() if self.reverse is not None else None,
+            tuple(self.group[i] for i in order) if self.group else (),
         )
 
 
@@ -175,6 +190,8 @@ def _lines(per_query: PerQuery) -> Iterator[dict[str, Any]]:
         line = {"direction": MAIN, "query_id": query_id, **_outcome(per_query.ranking, i)}
         if per_query.category:
             line["category"] = per_query.category[i]
+        if per_query.group and per_query.group[i]:
+            line["group"] = per_query.group[i]
         if per_query.subsets:
             line["subsets"] = {name: _outcome(r, i) for name, r in per_query.subsets.items()}
         yield line
@@ -193,6 +210,7 @@ class _Direction:
     ids: list[str] = field(default_factory=list)
     outcomes: list[tuple[int, float]] = field(default_factory=list)
     category: list[str] | None = None  # set by the first main line: a list when it has a category
+    group: list[str] = field(default_factory=list)  # main lines: "" where a line has no group
     subsets: dict[str, list[tuple[int, float]]] = field(default_factory=dict)
 
 
@@ -218,6 +236,7 @@ def read_per_query(path: str | Path) -> PerQuery:
         tuple(main.ids), _ranking(main.outcomes), tuple(main.category or ()),
         {name: _ranking(outcomes) for name, outcomes in main.subsets.items()},
         PerQuery(tuple(reverse.ids), _ranking(reverse.outcomes)) if reverse.ids else None,
+        tuple(main.group) if any(main.group) else (),
     )
 
 
@@ -269,6 +288,10 @@ def _parse_main_fields(line: Mapping[str, Any], direction: _Direction, fail: Cal
         if not isinstance(line["category"], str):
             raise fail(f"'category' must be a string, got {line['category']!r}")
         direction.category.append(line["category"])
+    group = line.get("group", "")
+    if not isinstance(group, str):
+        raise fail(f"'group' must be a string, got {group!r}")
+    direction.group.append(group)
     if set(subsets) != set(direction.subsets):
         raise fail(f"'subsets' must name the same rankings on every main line ({sorted(direction.subsets)}), "
                    f"got {sorted(subsets)}")

@@ -11,7 +11,9 @@ from PIL import Image
 
 from fashion_bench.contracts import Preprocessing
 from fashion_bench.data.datamodule import FashionDataModule
-from fashion_bench.data.schema import DataError, Item, Query, Split, item_record, write_jsonl, write_split
+from fashion_bench.data.schema import (
+    DataError, Item, Query, Split, item_record, query_from_dict, query_record, write_jsonl, write_split,
+)
 
 
 def make_catalogue(root: Path, *, n_products: int = 6, views: int = 3) -> Path:
@@ -117,6 +119,15 @@ def test_positive_outside_gallery_is_reported(tmp_path, preprocessing):
     path.write_text("\n".join([json.dumps(bad), *lines[1:]]) + "\n")
     with pytest.raises(DataError, match=r"query 'q6' field 'positives': \['p6-v1'\] not in the 'val' gallery"):
         datamodule(root, preprocessing).split("val")
+
+
+def test_query_groups_are_read_as_ids_and_written_only_where_set():
+    grouped = query_from_dict({"query_id": "q1", "positives": ["a"], "text": "red", "group": 17}, "queries.jsonl: line 1")
+    assert grouped.group == "17" and query_record(grouped)["group"] == "17"
+    plain = query_from_dict({"query_id": "q2", "positives": ["a"], "text": "red"}, "queries.jsonl: line 2")
+    assert plain.group == "" and "group" not in query_record(plain)
+    with pytest.raises(DataError, match=r"queries.jsonl: line 3: field 'group' must be a string or an integer id"):
+        query_from_dict({"query_id": "q3", "positives": ["a"], "text": "red", "group": [1]}, "queries.jsonl: line 3")
 
 
 def test_unknown_adapter_args_are_named(tmp_path):

@@ -206,6 +206,15 @@ def test_more_cir_evaluation_queries_per_reference_leave_training_unchanged(worl
         assert len({(q.image, q.positives[0]) for q in queries}) == len(queries)
 
 
+def test_every_evaluation_query_is_grouped_by_its_product_family(world, items):
+    """The bootstrap's resampling unit: a family's queries share references, targets and look-alikes."""
+    for dataset in SYNTHETIC_DATASETS:
+        for split_name in ("val", "test"):
+            for q in read_split(world, dataset, split_name, items=items).queries:
+                source = q.image if q.image is not None else q.positives[0]
+                assert q.group == items[source].attributes["family"], (dataset, q.query_id)
+
+
 def test_cir_queries_per_reference_must_be_positive(tmp_path):
     with pytest.raises(ValueError, match="cir_eval_per_product=0 must be >= 1"):
         generate_world(tmp_path / "w", "tiny", cir_eval_per_product=0)

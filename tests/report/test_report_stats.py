@@ -42,6 +42,27 @@ def test_counts_resample_queries_with_replacement_and_weights_match_a_naive_boot
     assert chunked.shape == (30, 50)
 
 
+def test_grouped_queries_are_resampled_as_whole_groups(tmp_path: Path) -> None:
+    """Oracle: every query written twice in one group gives exactly the resamples of the queries written once
+    (the groups are drawn as the single queries were; a group's two copies weigh like one query twice)."""
+    first = ranks(3, n=60)
+    once = per_query(first)
+    twice = PerQuery(
+        tuple(f"{q}-{copy}" for q in once.query_ids for copy in "ab"),
+        per_query(np.repeat(first, 2)).ranking, group=tuple(np.repeat(once.query_ids, 2)),
+    )
+    write_scored_run(tmp_path, "once__synth-id", 0, once)
+    write_scored_run(tmp_path, "twice__synth-id", 0, twice)
+    write_scored_run(tmp_path, "twice-ungrouped__synth-id", 0, PerQuery(twice.query_ids, twice.ranking))
+    table = _table(tmp_path)
+    samples = {label: table.samples[label].samples["mAP"] for label in table.samples}
+    np.testing.assert_allclose(samples["twice__synth-id"], samples["once__synth-id"], rtol=0, atol=1e-12)
+    width = {label: np.ptp(np.percentile(s, [2.5, 97.5])) for label, s in samples.items()}
+    assert width["twice-ungrouped__synth-id"] < 0.85 * width["twice__synth-id"]  # copies taken as independent
+    (counts,) = list(_counts(120, Bootstrap(20, 0), 0, chunk=100, clusters=twice.clusters()))
+    assert (counts[:, 0::2] == counts[:, 1::2]).all() and (counts.sum(1) == 120).all()
+
+
 def test_intervals_are_deterministic_and_contain_the_point(tmp_path: Path) -> None:
     write_scored_run(tmp_path, "good__synth-id", 0, per_query(ranks(1, worst=5)))
     table = _table(tmp_path)

@@ -97,6 +97,23 @@ def test_file_lines_follow_the_documented_format(tmp_path: Path) -> None:
     assert ordered.ranking.first.tolist() == [0, 3] and ordered.subsets["Rsubset"].first.tolist() == [0, 1]
 
 
+def test_query_groups_travel_from_the_inputs_through_the_file(tmp_path: Path) -> None:
+    inputs = random_inputs()
+    assert not run_protocol("fashioniq", inputs, top_n=0).per_query.group  # no group named: none recorded
+    inputs.query_group = [f"family{i // 4}" if i % 5 else "" for i in range(40)]
+    per_query = run_protocol("fashioniq", inputs, top_n=0).per_query
+    path = write_per_query(tmp_path / PER_QUERY_NAME, per_query)
+    lines = [json.loads(line) for line in path.read_text().splitlines()]
+    assert [line.get("group", "") for line in lines] == inputs.query_group
+    again = read_per_query(path)
+    assert again.group == tuple(inputs.query_group)
+    clusters = again.clusters()
+    assert len(set(clusters[[1, 2, 3]].tolist())) == 1 and clusters[0] != clusters[5]  # q0, q5: groups of their own
+    assert len(set(clusters.tolist())) == len({g for g in inputs.query_group if g}) + inputs.query_group.count("")
+    ordered = again.sorted()
+    assert dict(zip(ordered.query_ids, ordered.group)) == dict(zip(again.query_ids, again.group))
+
+
 def test_bootstrap_weights_give_one_value_per_resample() -> None:
     per_query = PerQuery(("a", "b"), Ranking(np.array([1, 4]), np.array([1.0, 0.25])))
     protocol = get_protocol("id")
@@ -136,6 +153,7 @@ MAIN = '{"direction": "main", "query_id": "a", "rank": 1, "ap": 1.0}'
     ('{"direction": "main", "query_id": "a", "rank": 1, "ap": 1.0, "subsets": {"intra": {"rank": -1, "ap": 1}}}\n',
      "line 1: subsets.intra: 'rank' must be a positive integer"),
     ('{"direction": "main", "query_id": "a", "rank": 1, "ap": 1.0, "subsets": [1]}\n', "line 1: 'subsets' must be an"),
+    ('{"direction": "main", "query_id": "a", "rank": 1, "ap": 1.0, "group": 7}\n', "line 1: 'group' must be a string"),
 ])
 def test_malformed_files_are_named(tmp_path: Path, text: str, reason: str) -> None:
     path = tmp_path / PER_QUERY_NAME

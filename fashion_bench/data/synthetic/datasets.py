@@ -71,7 +71,8 @@ def t2i_split(world: World, split: str) -> Split:
     if split == "train":
         return world.split(split, [i for p in products for i in world.views[p.product_id]], [])
     queries = [
-        Query(query_id=f"t2i-{p.product_id}", text=[p.query_text], positives=[world.shop(p)], category=p.super_category)
+        Query(query_id=f"t2i-{p.product_id}", text=[p.query_text], positives=[world.shop(p)], category=p.super_category,
+              group=p.family)
         for p in products
     ]
     return world.split(split, [world.shop(p) for p in products], queries)
@@ -85,7 +86,8 @@ def id_split(world: World, split: str) -> Split:
     k = world.cfg.id_queries_per_product
     gallery = [i for p in products for i in [world.shop(p), *world.live(p)[k:]]]
     queries = [
-        Query(query_id=f"id-{live}", image=live, positives=[world.shop(p), *world.live(p)[k:]], category=p.super_category)
+        Query(query_id=f"id-{live}", image=live, positives=[world.shop(p), *world.live(p)[k:]],
+              category=p.super_category, group=p.family)
         for p in products
         for live in world.live(p)[:k]
     ]
@@ -99,10 +101,11 @@ def _attribute_changes(a: Product, b: Product) -> int:
 def cir_split(world: World, split: str) -> Split:
     """FashionIQ-style triplets within a family (same garment model, one or two attributes changed).
 
-    Val / test: up to ``cir_eval_per_product`` queries per reference product (one per target; more queries give the
-    paired comparisons narrower intervals); train: up to ``cir_train_per_product`` per reference, with caption
-    noise. The training triplets do not depend on ``cir_eval_per_product`` (each split has its own random stream). The gallery is the split's shop images, distractors included, and the reference is not excluded
-    (FashionIQ's protocol).
+    Val / test: up to ``cir_eval_per_product`` queries per reference product (one per target); train: up to
+    ``cir_train_per_product`` per reference, with caption noise. The training triplets do not depend on
+    ``cir_eval_per_product`` (each split has its own random stream). The gallery is the split's shop images,
+    distractors included, and the reference is not excluded (FashionIQ's protocol). Every query's ``group`` is the
+    family: a family's queries share references and targets, so the bootstrap draws them together.
     """
     rng = world.rng("synth-cir", split)
     products = world.products[split]
@@ -119,7 +122,7 @@ def cir_split(world: World, split: str) -> Split:
             queries.append(Query(
                 query_id=f"cir-{reference.product_id}-{target.product_id}", image=world.shop(reference),
                 text=[add_noise(c, noise_rate, rng) for c in captions], positives=[world.shop(target)],
-                category=reference.super_category,
+                category=reference.super_category, group=reference.family,
             ))
     return world.split(split, [world.shop(p) for p in products + world.distractors[split]], queries)
 
