@@ -48,7 +48,7 @@ bench: install  ## benchmarks (ratios measured side by side in one run)
 	$(PY) tests/bench/bench_training.py
 	$(PY) tests/bench/bench_clip4cir.py
 	$(PY) tests/bench/bench_multiprompt.py
-	$(PY) tests/bench/bench_enclip.py --members 5 --steps 8 --rounds 2 --diversity seed --text trained frozen
+	$(PY) tests/bench/bench_enclip.py --members 5 --steps 8 --rounds 2 --diversity seed --text trained frozen --image-size 64 400
 	$(PY) tests/bench/bench_fashionklip.py --steps 8 --rounds 2
 	$(PY) tests/bench/bench_index.py  # BENCH_INDEX_N=100000 for a quick run
 	$(PY) tests/bench/bench_serve.py

@@ -5,11 +5,13 @@ runs in the training process, ``num_workers 0``, so decoding is on the clock as 
 cores), the members' forward and backward passes and the optimizer step. K separate runs cost K single-member
 iterations (each decodes the batch again); the goal is one K-member iteration <= 0.8 x K of them.
 ``--text frozen`` fine-tunes the image towers only (``encoder.freeze_text``): the members then share one text pass
-per batch, the single member still makes its own. Rounds are interleaved; warm-up iterations dropped; ratios,
-never timed tests.
+per batch, the single member still makes its own. ``--image-size`` renders the world's JPEGs at each size (the
+encoder still sees 64 px): 64 is the synthetic world's own size, 400 that of catalogue photos (the 60 x 80 KAGL
+thumbnails are smaller, full product photos larger), so decoding costs what it costs on real data. Rounds are
+interleaved; warm-up iterations dropped; ratios, never timed tests.
 
     python tests/bench/bench_enclip.py [--members 5] [--steps 12] [--rounds 2] [--batch 64] [--preset tiny]
-        [--diversity seed bootstrap cluster] [--text trained frozen]
+        [--diversity seed bootstrap cluster] [--text trained frozen] [--image-size 64 400]
 """
 
 from __future__ import annotations
@@ -70,32 +72,31 @@ def main() -> None:
     parser.add_argument("--diversity", nargs="+", default=["seed", "bootstrap", "cluster"])
     parser.add_argument("--text", nargs="+", choices=["trained", "frozen"], default=["trained", "frozen"],
                         help="members fine-tune both towers (trained) or their image towers only (frozen)")
+    parser.add_argument("--image-size", nargs="+", type=int, default=[64],
+                        help="side of the world's stored JPEGs in px (the encoder's input stays 64 px)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as folder:
-        from fashion_bench.data.synthetic import ensure_world
-
         world = Path(folder) / "synthetic"
-        ensure_world(world / f"{args.preset}-seed0", preset=args.preset, seed=0)
         weights = str(export_open_clip_checkpoint(ClipEncoder("tiny-vit-64"), Path(folder) / "clip.pt"))
 
-        def data() -> FashionDataModule:
+        def data(size: int) -> FashionDataModule:
             return FashionDataModule(dataset="synth-t2i", root=str(world), synthetic_preset=args.preset,
-                                     num_workers=0, batch_size=args.batch)
+                                     adapter_args={"knobs": {"image_size": size}}, num_workers=0, batch_size=args.batch)
 
         def build(diversity: str, text: str, member_ids: list[int] | None) -> Enclip:
             torch.manual_seed(0)
             encoder = EncoderConfig(pretrained=weights, freeze_text=text == "frozen")
             return Enclip(encoder, OptimConfig(lr=1e-5), members=args.members, member_ids=member_ids, diversity=diversity)
 
-        for diversity, text in itertools.product(args.diversity, args.text):
+        for size, diversity, text in itertools.product(args.image_size, args.diversity, args.text):
             times: dict[str, list[float]] = {"one": [], "all": []}
             for _ in range(args.rounds):
-                times["one"] += iteration_times(build(diversity, text, [0]), data(), args.steps)
-                times["all"] += iteration_times(build(diversity, text, None), data(), args.steps)
+                times["one"] += iteration_times(build(diversity, text, [0]), data(size), args.steps)
+                times["all"] += iteration_times(build(diversity, text, None), data(size), args.steps)
             one, together = statistics.median(times["one"]), statistics.median(times["all"])
             k = args.members
             member = (together - one) / (k - 1)  # one more member's cost; the rest of `one` is shared
-            print(f"{diversity:9s} {text:7s} text: one member {one * 1000:7.1f} ms | {k} members in one process {together * 1000:7.1f} ms "
+            print(f"{size:3d} px JPEGs {diversity:9s} {text:7s} text: one member {one * 1000:7.1f} ms | {k} members in one process {together * 1000:7.1f} ms "
                   f"| ratio to {k} separate runs {together / (k * one):.3f} (goal <= 0.8) | shared part of an iteration "
                   f"{(one - member) * 1000:.1f} ms, each member {member * 1000:.1f} ms: 0.8 needs a shared part >= "
                   f"{k / (5 * k - 5):.0%} of one member's iteration")

@@ -289,3 +289,19 @@ def test_generate_world_refuses_to_replace_a_foreign_folder(tmp_path):
     with pytest.raises(FileExistsError):
         generate_world(foreign, "tiny", progress=False)
     assert (foreign / "notes.txt").read_text() == "keep me" and sorted(p.name for p in tmp_path.iterdir()) == ["mine"]
+
+
+def test_world_knobs_through_the_data_config_get_a_world_of_their_own(tmp_path):
+    from fashion_bench.data.adapters import open_configured
+
+    _, root, load = open_configured("synth-t2i", tmp_path, adapter_args={"knobs": {"image_size": 48}})
+    plain = tmp_path / "tiny-seed0"
+    worlds = sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith("."))
+    assert len(worlds) == 1 and worlds[0].startswith("tiny-seed0-") and not plain.exists()
+    knobbed = tmp_path / worlds[0]
+    assert is_current(knobbed, "tiny", 0, image_size=48) and not is_current(knobbed, "tiny", 0)
+    item = next(iter(load("train").items.values()))
+    with Image.open(knobbed / "images" / Path(item.image).name) as image:
+        assert image.size == (48, 48)
+    with pytest.raises(ValueError, match=r"unknown world knob\(s\) \['image_sise'\]"):
+        open_configured("synth-t2i", tmp_path, adapter_args={"knobs": {"image_sise": 48}})

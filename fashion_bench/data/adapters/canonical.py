@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 from fashion_bench.data.adapters import DatasetInfo, register
 from fashion_bench.data.schema import Split, read_items, read_split
@@ -27,24 +29,39 @@ def default_synthetic_root() -> str:
     return os.environ.get("FASHION_BENCH_DATA", str(Path.home() / ".cache" / "fashion_bench" / "synthetic"))
 
 
+def synthetic_world_name(preset: str, seed: int, knobs: dict[str, Any] | None = None) -> str:
+    """``<preset>-seed<seed>``, plus a digest of the knob overrides when there are any (each set has its own world)."""
+    name = f"{preset}-seed{seed}"
+    if not knobs:
+        return name
+    digest = hashlib.sha1(json.dumps(knobs, sort_keys=True).encode()).hexdigest()[:8]
+    return f"{name}-{digest}"
+
+
 def synthetic_loader(
-    root: Path, dataset: str, *, preset: str = "tiny", seed: int = 0, world_dir: str | None = None
+    root: Path, dataset: str, *, preset: str = "tiny", seed: int = 0, world_dir: str | None = None,
+    knobs: dict[str, Any] | None = None,
 ) -> Callable[[str], Split]:
-    """Generate the synthetic world under ``root/<preset>-seed<seed>`` on first use, then read it."""
+    """Generate the synthetic world under ``root/<preset>-seed<seed>`` on first use, then read it.
+
+    ``knobs`` overrides the preset's world knobs (``WorldConfig``; e.g. ``{image_size: 400}`` for catalogue-size
+    photos); such a world lives in a folder of its own, named by a digest of the overrides.
+    """
     from fashion_bench.data.synthetic import ensure_world
 
-    world = Path(world_dir) if world_dir else root / f"{preset}-seed{seed}"
-    ensure_world(world, preset=preset, seed=seed)  # regenerates a world made with other knobs or generator version
+    world = Path(world_dir) if world_dir else root / synthetic_world_name(preset, seed, knobs)
+    ensure_world(world, preset=preset, seed=seed, **(knobs or {}))  # regenerates a world of other knobs or version
     return canonical_loader(world, dataset)
 
 
 def synthetic_colourways_loader(
-    root: Path, dataset: str, *, preset: str = "tiny", seed: int = 0, world_dir: str | None = None
+    root: Path, dataset: str, *, preset: str = "tiny", seed: int = 0, world_dir: str | None = None,
+    knobs: dict[str, Any] | None = None,
 ) -> Callable[[str], Split]:
     """synth-id's world and splits with each colourway family as one identity (``synthetic/colourways.py``)."""
     from fashion_bench.data.synthetic.colourways import colourway_split
 
-    load_id = synthetic_loader(root, "synth-id", preset=preset, seed=seed, world_dir=world_dir)
+    load_id = synthetic_loader(root, "synth-id", preset=preset, seed=seed, world_dir=world_dir, knobs=knobs)
 
     def load(split: str) -> Split:
         return colourway_split(load_id(split))

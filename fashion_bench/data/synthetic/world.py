@@ -168,18 +168,19 @@ def generate_world(
     return out
 
 
-def is_current(root: Path, preset: str, seed: int = 0) -> bool:
-    """Whether ``root`` holds a finished world of this preset and seed made by this generator version."""
+def is_current(root: Path, preset: str, seed: int = 0, **overrides: Any) -> bool:
+    """Whether ``root`` holds a finished world of this preset, knobs and seed made by this generator version."""
     try:
         record = json.loads((Path(root) / "world.json").read_text())
     except (OSError, ValueError):
         return False
-    expected = _world_record(preset, seed, world_config(preset))
+    expected = _world_record(preset, seed, world_config(preset, **overrides))
     return (Path(root) / COMPLETE).exists() and all(record.get(k) == v for k, v in expected.items())
 
 
-def ensure_world(root: Path, preset: str, seed: int = 0) -> Path:
-    """Generate the world into ``root`` unless a current one is there; concurrent callers wait on a file lock.
+def ensure_world(root: Path, preset: str, seed: int = 0, **overrides: Any) -> Path:
+    """Generate the world (``preset``, knobs overridden by ``overrides``) into ``root`` unless a current one is
+    there; concurrent callers wait on a file lock.
 
     A world made with other knobs or by another generator version is regenerated.
     """
@@ -190,8 +191,8 @@ def ensure_world(root: Path, preset: str, seed: int = 0) -> Path:
     with open(root.with_name(f".{root.name}.lock"), "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
-            if not is_current(root, preset, seed):
-                generate_world(root, preset, seed)
+            if not is_current(root, preset, seed, **overrides):
+                generate_world(root, preset, seed, **overrides)
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
     return root
