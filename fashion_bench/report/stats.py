@@ -84,7 +84,7 @@ def row_samples(runs: Sequence[Run], bootstrap: Bootstrap) -> RowSamples | str:
         loaded.append(item)
     queries = {_query_key(pq) for pq, _ in loaded}
     if len(queries) > 1:
-        return "its seeds were evaluated on different queries"
+        return f"its seeds were evaluated on {_mismatch(*sorted(queries)[:2])}"
     (key,) = queries
     per_run = [_resampled(pq, protocol, bootstrap) for pq, protocol in loaded]
     return RowSamples(key, {m: np.mean([s[m] for s in per_run], axis=0) for m in per_run[0]})
@@ -118,7 +118,7 @@ def compare(first: tuple[str, RowSamples], second: tuple[str, RowSamples], metri
     """The paired difference first - second on ``metric``; ``points`` are the two rows' reported values."""
     (name_a, a), (name_b, b) = first, second
     if a.queries != b.queries:
-        return f"{name_a} and {name_b} were evaluated on different queries"
+        return f"{name_a} and {name_b} were evaluated on {_mismatch(a.queries, b.queries)}"
     if metric not in a.samples or metric not in b.samples:
         return f"{metric} cannot be recomputed from the per-query files"
     diff = a.samples[metric] - b.samples[metric]
@@ -137,6 +137,14 @@ def _interval(values: np.ndarray) -> Interval:
 def _query_key(per_query: PerQuery) -> tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]:
     reverse = per_query.reverse.query_ids if per_query.reverse is not None else ()
     return per_query.query_ids, reverse, per_query.group
+
+
+def _mismatch(a: tuple[tuple[str, ...], ...], b: tuple[tuple[str, ...], ...]) -> str:
+    """What differs between two query keys: the queries, or only their resampling groups (e.g. a run written
+    before its dataset named groups beside one written after: test the older checkpoint again to pair them)."""
+    if a[:2] != b[:2]:
+        return "different queries"
+    return "the same queries with different resampling groups (per_query.jsonl 'group'; test again to pair them)"
 
 
 def _resampled(per_query: PerQuery, protocol: Protocol, bootstrap: Bootstrap) -> dict[str, np.ndarray]:

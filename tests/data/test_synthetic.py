@@ -305,3 +305,26 @@ def test_world_knobs_through_the_data_config_get_a_world_of_their_own(tmp_path):
         assert image.size == (48, 48)
     with pytest.raises(ValueError, match=r"unknown world knob\(s\) \['image_sise'\]"):
         open_configured("synth-t2i", tmp_path, adapter_args={"knobs": {"image_sise": 48}})
+
+
+def test_world_names_follow_the_world_not_the_spelling_of_its_knobs():
+    from fashion_bench.data.adapters.canonical import synthetic_world_name
+
+    assert synthetic_world_name("tiny", 0, {"image_size": TINY.image_size}) == synthetic_world_name("tiny", 0) == "tiny-seed0"
+    assert synthetic_world_name("tiny", 0, {"clutter": 1}) == synthetic_world_name("tiny", 0, {"clutter": 1.0})
+    assert synthetic_world_name("tiny", 0, {"family_size": [2, 4]}) == synthetic_world_name("tiny", 0, {"family_size": (2, 4)})
+    assert synthetic_world_name("tiny", 0, {"clutter": 1}) != synthetic_world_name("tiny", 1, {"clutter": 1})
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    ({"knobs": {"image_size": 64.5}}, r"world knob 'image_size' must be int \(like the preset's\), got 64.5"),
+    ({"knobs": {"family_size": [2, "5"]}}, r"world knob 'family_size' must be int \(like the preset's\), got '5'"),
+    ({"knobs": 400}, r"adapter_args.knobs must map world knobs to values \(e.g. \{image_size: 400\}\), got 400"),
+    ({"knobs": {"clutter": 0.1}, "world_dir": "w"}, r"give world_dir \(an existing world\) or knobs"),
+])
+def test_bad_world_knobs_in_a_data_config_are_errors(tmp_path, args, message):
+    from fashion_bench.data.adapters import open_configured
+
+    with pytest.raises(ValueError, match=message):
+        open_configured("synth-t2i", tmp_path, adapter_args=args)
+    assert not any(p for p in tmp_path.iterdir() if not p.name.startswith("."))

@@ -136,6 +136,17 @@ def test_rows_on_different_queries_are_not_compared(tmp_path: Path) -> None:
     assert table.compare(a, b, "mAP") == f"{a.label} and {b.label} were evaluated on different queries"
 
 
+def test_rows_on_the_same_queries_with_other_groups_say_so(tmp_path: Path) -> None:
+    plain = per_query(ranks(6))
+    write_scored_run(tmp_path, "a__synth-id", 0, plain)
+    write_scored_run(tmp_path, "b__synth-id", 0, PerQuery(plain.query_ids, per_query(ranks(7)).ranking,
+                                                          group=tuple(q[:-1] for q in plain.query_ids)))
+    table = _table(tmp_path)
+    a, b = table.rows
+    assert table.compare(a, b, "mAP") == (f"{a.label} and {b.label} were evaluated on the same queries with different "
+                                          "resampling groups (per_query.jsonl 'group'; test again to pair them)")
+
+
 def test_bootstrap_off_keeps_todays_table(tmp_path: Path) -> None:
     write_scored_run(tmp_path, "m__synth-id", 0, per_query(ranks(8)))
     table = _table(tmp_path, bootstrap=None)

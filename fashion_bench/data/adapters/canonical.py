@@ -30,12 +30,18 @@ def default_synthetic_root() -> str:
 
 
 def synthetic_world_name(preset: str, seed: int, knobs: dict[str, Any] | None = None) -> str:
-    """``<preset>-seed<seed>``, plus a digest of the knob overrides when there are any (each set has its own world)."""
+    """``<preset>-seed<seed>``, plus a digest of the knobs that differ from the preset's when any do: each world
+    has one folder, whatever overrides (or spellings of a value: 1 or 1.0) produced it."""
+    from fashion_bench.data.synthetic.world import world_config
+
+    if knobs is not None and not isinstance(knobs, dict):
+        raise ValueError(f"adapter_args.knobs must map world knobs to values (e.g. {{image_size: 400}}), got {knobs!r}")
     name = f"{preset}-seed{seed}"
-    if not knobs:
+    preset_knobs = world_config(preset).to_dict()
+    changed = {k: v for k, v in world_config(preset, **(knobs or {})).to_dict().items() if v != preset_knobs[k]}
+    if not changed:
         return name
-    digest = hashlib.sha1(json.dumps(knobs, sort_keys=True).encode()).hexdigest()[:8]
-    return f"{name}-{digest}"
+    return f"{name}-{hashlib.sha1(json.dumps(changed, sort_keys=True).encode()).hexdigest()[:8]}"
 
 
 def synthetic_loader(
@@ -49,6 +55,9 @@ def synthetic_loader(
     """
     from fashion_bench.data.synthetic import ensure_world
 
+    if world_dir and knobs:
+        raise ValueError("adapter_args: give world_dir (an existing world) or knobs (a world generated under --data.root), "
+                         "not both")
     world = Path(world_dir) if world_dir else root / synthetic_world_name(preset, seed, knobs)
     ensure_world(world, preset=preset, seed=seed, **(knobs or {}))  # regenerates a world of other knobs or version
     return canonical_loader(world, dataset)

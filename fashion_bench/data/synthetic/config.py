@@ -62,8 +62,22 @@ class WorldConfig:
         unknown = sorted(set(overrides) - known)
         if unknown:
             raise ValueError(f"unknown world knob(s) {unknown}; known: {sorted(known)}")
-        cast = {k: tuple(v) if isinstance(v, list) else v for k, v in overrides.items()}
-        return replace(self, **cast)
+        return replace(self, **{name: self._knob_value(name, value) for name, value in overrides.items()})
+
+    def _knob_value(self, name: str, value: Any) -> Any:
+        """``value`` as the type of knob ``name`` (an int for a float knob, a list for a tuple one), else an error."""
+        current = getattr(self, name)
+        if isinstance(current, tuple) and isinstance(value, (list, tuple)) and len(value) == len(current):
+            return tuple(self._knob_value_of(name, type(c), v) for c, v in zip(current, value))
+        return self._knob_value_of(name, type(current), value)
+
+    @staticmethod
+    def _knob_value_of(name: str, kind: type, value: Any) -> Any:
+        if kind is float and isinstance(value, int) and not isinstance(value, bool):
+            return float(value)
+        if type(value) is not kind:
+            raise ValueError(f"world knob {name!r} must be {kind.__name__} (like the preset's), got {value!r}")
+        return value
 
     def to_dict(self) -> dict[str, Any]:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
