@@ -7,7 +7,8 @@ resampled queries in each resample (a paired bootstrap). A row with several seed
 every resample (the spread over seeds is shown separately). ``t2i`` protocols resample the text queries and,
 independently, the image queries of the i2t direction. Queries that name a ``group`` in the per-query file (e.g.
 one product family's composed queries, which share references and targets and so are not independent) are drawn
-as whole groups (a cluster bootstrap), and runs pair only when their groups are the same too.
+as whole groups (a cluster bootstrap; a group's text and image queries together), and runs pair only when their
+groups are the same too.
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ class Interval:
 class RowSamples:
     """One leaderboard row's metrics in every resample: metric -> [B] (mean over the row's runs)."""
 
-    queries: tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]  # sorted ids (main, i2t), main groups
+    queries: tuple[tuple[str, ...], ...]  # sorted ids (main, i2t), then their groups
     samples: Mapping[str, np.ndarray]
 
     def interval(self, metric: str) -> Interval | None:
@@ -134,9 +135,11 @@ def _interval(values: np.ndarray) -> Interval:
     return Interval(float(low), float(high))
 
 
-def _query_key(per_query: PerQuery) -> tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]:
-    reverse = per_query.reverse.query_ids if per_query.reverse is not None else ()
-    return per_query.query_ids, reverse, per_query.group
+def _query_key(per_query: PerQuery) -> tuple[tuple[str, ...], ...]:
+    """Sorted main ids, i2t ids, then the groups of each: what must be equal for two runs to pair."""
+    if per_query.reverse is None:
+        return per_query.query_ids, (), per_query.group, ()
+    return per_query.query_ids, per_query.reverse.query_ids, per_query.group, per_query.reverse.group
 
 
 def _mismatch(a: tuple[tuple[str, ...], ...], b: tuple[tuple[str, ...], ...]) -> str:
@@ -151,29 +154,39 @@ def _resampled(per_query: PerQuery, protocol: Protocol, bootstrap: Bootstrap) ->
     """Every metric of one run in each resample, computed chunk by chunk."""
     from fashion_bench.retrieval.per_query import metric_values
 
-    main, reverse, _ = _query_key(per_query)
-    n_main, n_reverse = len(main), len(reverse)
-    clusters = per_query.clusters()
+    n_main = len(per_query.query_ids)
+    n_reverse = len(per_query.reverse.query_ids) if per_query.reverse is not None else 0
     chunk = max(1, CHUNK_ELEMENTS // max(n_main, n_reverse, 1))
     parts = [
         metric_values(per_query, protocol, w, rw if n_reverse else None)
-        for w, rw in zip(_counts(n_main, bootstrap, 0, chunk, clusters), _counts(n_reverse, bootstrap, 1, chunk))
+        for w, rw in _weights(per_query, n_main, n_reverse, bootstrap, chunk)
     ]
     return {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}
 
 
-def _counts(
-    n: int, bootstrap: Bootstrap, stream: int, chunk: int, clusters: np.ndarray | None = None
-) -> Iterator[np.ndarray]:
-    """[b, n] draw counts of each of n queries in each resample, ``chunk`` resamples at a time. With ``clusters``
-    (each query's unit index, :meth:`PerQuery.clusters`) the units are drawn and each query counts its unit's draws."""
+def _weights(
+    per_query: PerQuery, n_main: int, n_reverse: int, bootstrap: Bootstrap, chunk: int
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Each resample's draw counts of the main and the i2t queries: independent draws of each direction's queries,
+    or, where groups are named, draws of the units of :meth:`PerQuery.clusters` shared by both directions."""
+    clusters = per_query.clusters()
+    if clusters is None:
+        yield from zip(_counts(n_main, bootstrap, 0, chunk), _counts(n_reverse, bootstrap, 1, chunk))
+        return
+    main, reverse = clusters
+    units = int(max(main.max(initial=-1), reverse.max(initial=-1))) + 1
+    for counts in _counts(units, bootstrap, 0, chunk):
+        yield counts[:, main], counts[:, reverse]
+
+
+def _counts(n: int, bootstrap: Bootstrap, stream: int, chunk: int) -> Iterator[np.ndarray]:
+    """[b, n] draw counts of each of n units (queries or groups) in each resample, ``chunk`` resamples at a time."""
     rng = np.random.default_rng([bootstrap.seed, stream])
-    units = n if clusters is None else int(clusters.max()) + 1
     for start in range(0, bootstrap.resamples, chunk):
         b = min(chunk, bootstrap.resamples - start)
         if n == 0:
             yield np.zeros((b, 0))
             continue
-        draws = rng.integers(0, units, size=(b, units)) + units * np.arange(b)[:, None]
-        counts = np.bincount(draws.ravel(), minlength=b * units).reshape(b, units).astype(np.float64)
-        yield counts if clusters is None else counts[:, clusters]
+        draws = rng.integers(0, n, size=(b, n)) + n * np.arange(b)[:, None]
+        counts = np.bincount(draws.ravel(), minlength=b * n).reshape(b, n).astype(np.float64)
+        yield counts

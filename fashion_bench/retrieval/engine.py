@@ -60,8 +60,8 @@ class EvalResult:
         return self.per_subset[subset][metric]
 
 
-QUERY_FIELDS = ("query_ids", "exclude", "subset", "query_category", "query_image_index", "query_domain",
-                "query_identity")
+QUERY_FIELDS = ("query_ids", "exclude", "subset", "query_category", "query_group", "query_image_index",
+                "query_domain", "query_identity")
 GALLERY_FIELDS = ("gallery_ids", "gallery_domain", "gallery_identity", "gallery_category")
 
 
@@ -150,9 +150,22 @@ def _per_query(
         _ranking(ranks[""]),
         tuple(inputs.query_category) if protocol.per_category else (),
         subsets,
-        None if reverse is None else PerQuery(tuple(inputs.gallery_ids), _ranking(reverse)),
+        None if reverse is None else PerQuery(tuple(inputs.gallery_ids), _ranking(reverse), group=_gallery_groups(inputs)),
         tuple(inputs.query_group) if any(inputs.query_group) else (),
     )
+
+
+def _gallery_groups(inputs: EvalInputs) -> tuple[str, ...]:
+    """The i2t direction's resampling groups: a gallery image takes the group of the text queries it is a positive
+    of when they all name the same one (an image of a product family is as dependent on the family as its texts);
+    otherwise, or without positives, it is a group of its own. Empty when no query has a group."""
+    if not any(inputs.query_group):
+        return ()
+    named: list[set[str]] = [set() for _ in inputs.gallery_ids]
+    for group, positives in zip(inputs.query_group, inputs.positives):
+        for g in positives:
+            named[g].add(group)
+    return tuple(next(iter(groups)) if len(groups) == 1 else "" for groups in named)
 
 
 def _ranking(ranks: Csr) -> Ranking:

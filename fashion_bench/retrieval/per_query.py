@@ -16,13 +16,14 @@ average precision over the full ranking; both are null when no positive is left 
 counts in no average). ``category`` appears on every main line of ``per_category`` protocols; ``subsets`` holds
 the separately computed rankings: ``intra`` / ``cross`` (``domain_subsets``) and ``Rsubset`` (``subset_ks``,
 ranks within the query's candidate subset). ``i2t`` lines exist for ``t2i`` protocols: gallery images as
-queries, their texts as gallery. ``group`` (main lines, optional) names the query's resampling unit: the report's
-bootstrap draws whole groups (e.g. a product family whose queries share references and targets); a line without
-it is a group of its own.
+queries, their texts as gallery. ``group`` (optional, on lines of either direction) names the query's resampling
+unit: the report's bootstrap draws whole groups (e.g. a product family whose queries share references and
+targets), the main and i2t queries of one group together; a line without it is a group of its own.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 from collections import Counter
@@ -67,7 +68,7 @@ class PerQuery:
         category: per_category protocols: each query's category (its ``per_subset`` key); else empty.
         subsets: other rankings of the same queries: ``intra`` / ``cross`` (domain_subsets), ``Rsubset``.
         reverse: t2i protocols: the i2t direction (gallery item ids as queries); else None.
-        group: each main query's resampling group ("" for a group of its own); empty when no query has one.
+        group: each query's resampling group ("" for a group of its own); empty when no query has one.
     """
 
     query_ids: tuple[str, ...]
@@ -85,15 +86,25 @@ class PerQuery:
             raise ValueError(f"PerQuery: every per-query array needs {n} entries, got {sizes}, "
                              f"{len(self.category)} categories and {len(self.group)} groups")
 
-    def clusters(self) -> np.ndarray | None:
-        """Each main query's resampling unit as an index (groups numbered in sorted order, then one unit per
-        ungrouped query in query order), or None when every query is its own unit."""
-        if not any(self.group):
+    def clusters(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """Each query's resampling unit as an index, for the main and the i2t queries (empty without them) in one
+        numbering: the groups of both directions in sorted order, then one unit per ungrouped query (main queries
+        first). None when no query of either direction names a group."""
+        reverse = self.reverse.group_or_blank() if self.reverse is not None else ()
+        main = self.group_or_blank()
+        if not any(main) and not any(reverse):
             return None
-        names = sorted({g for g in self.group if g})
-        index = {g: i for i, g in enumerate(names)}
-        alone = iter(range(len(names), len(names) + len(self.group)))
-        return np.fromiter((index[g] if g else next(alone) for g in self.group), dtype=np.int64, count=len(self.group))
+        index = {g: i for i, g in enumerate(sorted({g for g in (*main, *reverse) if g}))}
+        alone = itertools.count(len(index))
+
+        def units(groups: tuple[str, ...]) -> np.ndarray:
+            return np.fromiter((index[g] if g else next(alone) for g in groups), dtype=np.int64, count=len(groups))
+
+        return units(main), units(reverse)
+
+    def group_or_blank(self) -> tuple[str, ...]:
+        """``group``, or "" for every query when none has one."""
+        return self.group or ("",) * len(self.query_ids)
 
     def sorted(self) -> PerQuery:
         """The same outcomes with queries (and reverse queries) in id order, so that two runs align row by row."""
@@ -196,8 +207,12 @@ def _lines(per_query: PerQuery) -> Iterator[dict[str, Any]]:
             line["subsets"] = {name: _outcome(r, i) for name, r in per_query.subsets.items()}
         yield line
     if per_query.reverse is not None:
-        for i, query_id in enumerate(per_query.reverse.query_ids):
-            yield {"direction": REVERSE, "query_id": query_id, **_outcome(per_query.reverse.ranking, i)}
+        reverse = per_query.reverse
+        for i, query_id in enumerate(reverse.query_ids):
+            line = {"direction": REVERSE, "query_id": query_id, **_outcome(reverse.ranking, i)}
+            if reverse.group and reverse.group[i]:
+                line["group"] = reverse.group[i]
+            yield line
 
 
 def _outcome(ranking: Ranking, i: int) -> dict[str, Any]:
@@ -210,7 +225,7 @@ class _Direction:
     ids: list[str] = field(default_factory=list)
     outcomes: list[tuple[int, float]] = field(default_factory=list)
     category: list[str] | None = None  # set by the first main line: a list when it has a category
-    group: list[str] = field(default_factory=list)  # main lines: "" where a line has no group
+    group: list[str] = field(default_factory=list)  # "" where a line has no group
     subsets: dict[str, list[tuple[int, float]]] = field(default_factory=dict)
 
 
@@ -235,9 +250,13 @@ def read_per_query(path: str | Path) -> PerQuery:
     return PerQuery(
         tuple(main.ids), _ranking(main.outcomes), tuple(main.category or ()),
         {name: _ranking(outcomes) for name, outcomes in main.subsets.items()},
-        PerQuery(tuple(reverse.ids), _ranking(reverse.outcomes)) if reverse.ids else None,
-        tuple(main.group) if any(main.group) else (),
+        PerQuery(tuple(reverse.ids), _ranking(reverse.outcomes), group=_groups(reverse)) if reverse.ids else None,
+        _groups(main),
     )
+
+
+def _groups(direction: _Direction) -> tuple[str, ...]:
+    return tuple(direction.group) if any(direction.group) else ()
 
 
 def _parse_line(raw: str, directions: dict[str, _Direction], where: str) -> None:
@@ -259,6 +278,10 @@ def _parse_line(raw: str, directions: dict[str, _Direction], where: str) -> None
     outcome = _parse_outcome(line, fail)
     if line["direction"] == MAIN:
         _parse_main_fields(line, direction, fail)
+    group = line.get("group", "")
+    if not isinstance(group, str) or (group and not group.strip()):
+        raise fail(f"'group' must be a non-blank string, got {group!r}")
+    direction.group.append(group)
     direction.ids.append(query_id)
     direction.outcomes.append(outcome)
 
@@ -288,10 +311,6 @@ def _parse_main_fields(line: Mapping[str, Any], direction: _Direction, fail: Cal
         if not isinstance(line["category"], str):
             raise fail(f"'category' must be a string, got {line['category']!r}")
         direction.category.append(line["category"])
-    group = line.get("group", "")
-    if not isinstance(group, str):
-        raise fail(f"'group' must be a string, got {group!r}")
-    direction.group.append(group)
     if set(subsets) != set(direction.subsets):
         raise fail(f"'subsets' must name the same rankings on every main line ({sorted(direction.subsets)}), "
                    f"got {sorted(subsets)}")

@@ -11,7 +11,7 @@ from report_fixtures import ID_PROTOCOL, per_query, ranks, write_scored_run
 
 from fashion_bench.report.collect import collect
 from fashion_bench.report.plots import table_plots
-from fashion_bench.report.stats import Bootstrap, RowSamples, _counts
+from fashion_bench.report.stats import Bootstrap, RowSamples, _counts, _weights
 from fashion_bench.report.tables import build_tables, render_table
 from fashion_bench.retrieval.per_query import PerQuery, metric_values
 from fashion_bench.retrieval.protocols import Protocol
@@ -59,8 +59,22 @@ def test_grouped_queries_are_resampled_as_whole_groups(tmp_path: Path) -> None:
     np.testing.assert_allclose(samples["twice__synth-id"], samples["once__synth-id"], rtol=0, atol=1e-12)
     width = {label: np.ptp(np.percentile(s, [2.5, 97.5])) for label, s in samples.items()}
     assert width["twice-ungrouped__synth-id"] < 0.85 * width["twice__synth-id"]  # copies taken as independent
-    (counts,) = list(_counts(120, Bootstrap(20, 0), 0, chunk=100, clusters=twice.clusters()))
+    ((counts, _),) = list(_weights(twice, 120, 0, Bootstrap(20, 0), chunk=100))
     assert (counts[:, 0::2] == counts[:, 1::2]).all() and (counts.sum(1) == 120).all()
+
+
+def test_a_groups_text_and_image_queries_are_drawn_together() -> None:
+    """t2i with groups in both directions: each resample counts a group's texts and its image alike (one draw of
+    the family), and every query still counts once per draw of its unit."""
+    texts, images = per_query(ranks(3, n=30)), per_query(ranks(4, n=30))
+    families = tuple(f"fam{i // 3}" for i in range(30))
+    both = PerQuery(texts.query_ids, texts.ranking, group=families,
+                    reverse=PerQuery(tuple(f"img{i}" for i in range(30)), images.ranking, group=families))
+    ((main, reverse),) = list(_weights(both, 30, 30, Bootstrap(50, 1), chunk=100))
+    assert (main == reverse).all() and (main[:, 0::3] == main[:, 2::3]).all() and (main.sum(1) == 30).all()
+    ungrouped = PerQuery(texts.query_ids, texts.ranking, reverse=PerQuery(both.reverse.query_ids, images.ranking))
+    ((main, reverse),) = list(_weights(ungrouped, 30, 30, Bootstrap(50, 1), chunk=100))
+    assert not (main == reverse).all()  # independent draws of the two directions
 
 
 def test_intervals_are_deterministic_and_contain_the_point(tmp_path: Path) -> None:

@@ -107,11 +107,29 @@ def test_query_groups_travel_from_the_inputs_through_the_file(tmp_path: Path) ->
     assert [line.get("group", "") for line in lines] == inputs.query_group
     again = read_per_query(path)
     assert again.group == tuple(inputs.query_group)
-    clusters = again.clusters()
-    assert len(set(clusters[[1, 2, 3]].tolist())) == 1 and clusters[0] != clusters[5]  # q0, q5: groups of their own
+    clusters, reverse = again.clusters()
+    assert reverse.size == 0 and len(set(clusters[[1, 2, 3]].tolist())) == 1 and clusters[0] != clusters[5]  # q0, q5: groups of their own
     assert len(set(clusters.tolist())) == len({g for g in inputs.query_group if g}) + inputs.query_group.count("")
     ordered = again.sorted()
     assert dict(zip(ordered.query_ids, ordered.group)) == dict(zip(again.query_ids, again.group))
+
+
+def test_t2i_images_take_the_group_of_their_texts_and_share_its_units(tmp_path: Path) -> None:
+    """An i2t query (a gallery image) takes the group of the text queries it is a positive of when they agree;
+    with texts of two groups, or none, it is a group of its own. Both directions number the groups together."""
+    g = 4
+    inputs = EvalInputs(
+        query_emb=torch.randn(5, 8), gallery_emb=torch.randn(g, 8), query_ids=[f"t{i}" for i in range(5)],
+        gallery_ids=[f"img{j}" for j in range(g)], positives=[[0], [0], [1], [1], [2]],
+        query_group=["famA", "famA", "famA", "famB", ""],
+    )
+    per_query = run_protocol("t2i", inputs, top_n=0).per_query
+    assert per_query.reverse.group == ("famA", "", "", "")  # img1: famA and famB; img2: ungrouped text; img3: none
+    again = read_per_query(write_per_query(tmp_path / PER_QUERY_NAME, per_query))
+    assert again.reverse.group == per_query.reverse.group and again.group == per_query.group
+    main, reverse = again.clusters()
+    assert main.tolist()[:4] == [0, 0, 0, 1] and reverse[0] == 0  # famA's texts and image: one unit
+    assert len({*main.tolist(), *reverse.tolist()}) == 2 + 1 + 3  # two groups, t4 alone, img1-img3 alone
 
 
 def test_bootstrap_weights_give_one_value_per_resample() -> None:
@@ -153,7 +171,9 @@ MAIN = '{"direction": "main", "query_id": "a", "rank": 1, "ap": 1.0}'
     ('{"direction": "main", "query_id": "a", "rank": 1, "ap": 1.0, "subsets": {"intra": {"rank": -1, "ap": 1}}}\n',
      "line 1: subsets.intra: 'rank' must be a positive integer"),
     ('{"direction": "main", "query_id": "a", "rank": 1, "ap": 1.0, "subsets": [1]}\n', "line 1: 'subsets' must be an"),
-    ('{"direction": "main", "query_id": "a", "rank": 1, "ap": 1.0, "group": 7}\n', "line 1: 'group' must be a string"),
+    ('{"direction": "main", "query_id": "a", "rank": 1, "ap": 1.0, "group": 7}\n', "line 1: 'group' must be a non-blank string, got 7"),
+    ('{"direction": "i2t", "query_id": "a", "rank": 1, "ap": 1.0, "group": "  "}\n',
+     "line 1: 'group' must be a non-blank string, got '  '"),
 ])
 def test_malformed_files_are_named(tmp_path: Path, text: str, reason: str) -> None:
     path = tmp_path / PER_QUERY_NAME
