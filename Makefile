@@ -46,6 +46,7 @@ demo: install  ## the main job: the whole synthetic benchmark on the `small` wor
 bench: install  ## benchmarks (ratios measured side by side in one run)
 	$(PY) tests/bench/bench_metrics.py
 	$(PY) tests/bench/bench_training.py
+	$(PY) tests/bench/bench_text_trim.py
 	$(PY) tests/bench/bench_clip4cir.py
 	$(PY) tests/bench/bench_multiprompt.py
 	$(PY) tests/bench/bench_enclip.py --members 5 --steps 8 --rounds 2 --diversity seed --text trained frozen --image-size 64 400

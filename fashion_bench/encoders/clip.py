@@ -36,6 +36,7 @@ from fashion_bench._env import import_open_clip
 from fashion_bench.atomic import atomic_open
 from fashion_bench.contracts import ImageSpec
 from fashion_bench.data.transforms import build_image_transform
+from fashion_bench.encoders.text_trim import encode_text_trimmed, trimmable
 
 MODEL_CONFIG_DIR = Path(__file__).parent / "model_configs"
 HF_HUB_PREFIX = "hf-hub:"
@@ -301,6 +302,7 @@ class ClipEncoder(nn.Module):
         self.weights = self.pretrained or (model if model.startswith(HF_HUB_PREFIX) else None)
         self.tokenizer = open_clip_module().get_tokenizer(model, cache_dir=cache_dir)
         self.image_spec = image_spec_of(self.clip)
+        self.trim_text = trimmable(self.clip)  # encode texts without their padding (exact: text_trim.py)
         if grad_checkpointing:
             self.clip.set_grad_checkpointing(True)
         self.set_frozen(image=freeze_image, text=freeze_text)
@@ -335,7 +337,10 @@ class ClipEncoder(nn.Module):
         return self.clip.encode_image(images, normalize=normalize)
 
     def encode_text(self, tokens: torch.Tensor, normalize: bool = True) -> torch.Tensor:
-        return self.clip.encode_text(tokens, normalize=normalize)
+        if not self.trim_text:
+            return self.clip.encode_text(tokens, normalize=normalize)
+        features = encode_text_trimmed(self.clip, tokens)
+        return F.normalize(features, dim=-1) if normalize else features
 
     def tokenize(self, texts: Sequence[str]) -> torch.Tensor:
         return self.tokenizer(list(texts))

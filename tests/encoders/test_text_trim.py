@@ -1,0 +1,76 @@
+"""Texts encoded without their padding give the features and gradients of the full-width encoding."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from fashion_bench.encoders import ClipEncoder
+from fashion_bench.encoders.clip import MODEL_CONFIG_DIR, open_clip_module
+from fashion_bench.encoders.text_trim import text_length, trimmable
+
+TEXTS = [
+    "boot",
+    "a red shirt",
+    "crimson stripy long-sleeved tee with a small blue star on the chest, relaxed fit, cotton",
+    "",
+]
+
+
+def tiny_clip(**text_overrides) -> torch.nn.Module:
+    config = json.loads((MODEL_CONFIG_DIR / "tiny-vit-64.json").read_text())
+    config["text_cfg"].update(text_overrides)
+    return open_clip_module().model.CLIP(**config)
+
+
+def test_text_length_is_one_past_the_last_token_of_the_batch():
+    tokens = torch.tensor([[5, 7, 0, 0, 0], [5, 0, 9, 0, 0]])
+    assert text_length(tokens) == 3
+    assert text_length(torch.zeros(2, 4, dtype=torch.long)) == 1
+    assert text_length(torch.ones(2, 4, dtype=torch.long)) == 4
+
+
+@pytest.mark.parametrize("model", ["tiny-vit-64", "ViT-B-32"])
+def test_trimmed_features_and_gradients_equal_the_full_width_ones(model):
+    torch.manual_seed(0)
+    encoder = ClipEncoder(model)
+    assert encoder.trim_text
+    tokens = encoder.tokenize(TEXTS)
+    assert text_length(tokens) < tokens.shape[1]  # the test trims something
+    widths = []
+    hook = encoder.clip.transformer.register_forward_hook(lambda _m, args, _out: widths.append(args[0].shape[1]))
+    trimmed = encoder.encode_text(tokens, normalize=False)
+    hook.remove()
+    probe = torch.randn_like(trimmed)
+    assert widths == [text_length(tokens)]
+    encoder.zero_grad()
+    (trimmed * probe).sum().backward()
+    trimmed_grads = {n: p.grad.clone() for n, p in encoder.named_parameters() if p.grad is not None}
+    encoder.zero_grad()
+    full = encoder.clip.encode_text(tokens)
+    (full * probe).sum().backward()
+    torch.testing.assert_close(trimmed, full, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(encoder.encode_text(tokens), torch.nn.functional.normalize(full, dim=-1), atol=1e-6, rtol=1e-5)
+    assert trimmed_grads.keys() == {n for n, p in encoder.named_parameters() if p.grad is not None}
+    for name, grad in trimmed_grads.items():
+        scale = float(grad.abs().max()) + 1e-12  # float32 sums in another order: compare relative to the largest
+        torch.testing.assert_close(grad / scale, dict(encoder.named_parameters())[name].grad / scale,
+                                   atol=1e-5, rtol=0, msg=name)
+
+
+@pytest.mark.parametrize(
+    "overrides, why",
+    [({"no_causal_mask": True}, "padding is attended to"), ({"pool_type": "last"}, "pooled at the padded end")],
+)
+def test_text_towers_where_the_padding_counts_are_encoded_at_full_width(overrides, why):
+    assert trimmable(tiny_clip())
+    assert not trimmable(tiny_clip(**overrides)), why
+
+
+def test_a_tower_of_unknown_layout_is_encoded_at_full_width():
+    class NoTextTower(torch.nn.Module):
+        text_pool_type = "argmax"
+
+    assert not trimmable(NoTextTower())
