@@ -14,6 +14,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from fashion_bench._env import import_open_clip
+
 TRIMMABLE_POOLING = ("argmax", "eos", "first")
 PAD_TOKEN = 0  # open_clip's tokenizers pad with 0; another padding id only makes the cut shorter or none
 
@@ -37,8 +39,6 @@ def text_length(tokens: torch.Tensor) -> int:
 
 def encode_text_trimmed(clip: nn.Module, tokens: torch.Tensor) -> torch.Tensor:
     """``clip.encode_text(tokens)`` (unnormalised) computed on ``tokens[:, :text_length(tokens)]``."""
-    from fashion_bench._env import import_open_clip
-
     length = text_length(tokens)
     tokens = tokens[:, :length]
     cast_dtype = clip.transformer.get_cast_dtype()
