@@ -208,32 +208,35 @@ class FashionKlipMethod(ClipMethod):
             self.table_index = saved.get("index")
 
     # --- training -----------------------------------------------------------------------------------------------
-    def encode_concepts(self, concepts: torch.Tensor) -> torch.Tensor:
-        """Normalised prompt features [B, S, D] of the batch's concepts (each distinct concept encoded once)."""
+    def encode_texts_and_concepts(self, tokens: torch.Tensor, concepts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Normalised features of the batch's texts [B, D] and of its concepts' prompts [B', S, D] (zeros for
+        padding), in one text-tower pass: each distinct concept is encoded once, and the captions and prompts share
+        the pass's length buckets (docs/encoders.md, "Text encoding")."""
         assert self.concept_tokens is not None
         valid = concepts >= 0
-        out = torch.zeros(*concepts.shape, self.encoder.embed_dim, device=self.device)
-        if bool(valid.any()):
-            unique, inverse = torch.unique(concepts[valid], return_inverse=True)
-            text = self.encoder.encode_text(self.concept_tokens[unique.cpu()].to(self.device))
-            out[valid] = text[inverse].to(out.dtype)
-        return out
+        unique, inverse = torch.unique(concepts[valid], return_inverse=True)
+        prompts = self.concept_tokens[unique.cpu()].to(tokens.device)
+        features = self.encoder.encode_text(torch.cat([tokens, prompts]))
+        out = torch.zeros(*concepts.shape, features.shape[-1], device=features.device, dtype=features.dtype)
+        out[valid] = features[len(tokens):][inverse]
+        return features[: len(tokens)], out
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         if "concepts" not in batch:
             raise ValueError("fashionklip: training batches carry no 'concepts' (the data layer did not apply this method's preprocessing)")
         scale = self.encoder.logit_scale.exp().clamp(max=100)
         image = self.gather(self.encoder.encode_image(batch["image"]))
-        text = self.gather(self.encoder.encode_text(batch["text"]))
+        concepts = self.gather(batch["concepts"])
+        text, concept_text = self.encode_texts_and_concepts(batch["text"], concepts)
+        text = self.gather(text)
         labels = self.gather(batch["label"])
         clip = contrastive_loss(image, text, scale, query_labels=labels, target_labels=labels)
-        concepts = self.gather(batch["concepts"])
         if self.image_bank is not None:
             self.image_bank[self.gather(batch["index"])] = image.detach().to(self.image_bank.dtype)
         assert self.table is not None
         table = self.table.to(self.device)
         concept = concept_loss(
-            image.detach(), concepts, self.encode_concepts(concepts), table, scale, self.prototypes,
+            image.detach(), concepts, concept_text, table, scale, self.prototypes,
             table_index=None if self.table_index is None else self.table_index.to(self.device),
             synonym_overlap=self.synonym_overlap,
         )
