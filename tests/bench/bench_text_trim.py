@@ -1,7 +1,9 @@
 """Text encoding without the padding (fashion_bench/encoders/text_trim.py) versus open_clip's full-width
-encoding, side by side on the same product-title-like texts: forward + backward of the text tower, rounds
-interleaved, medians; the features are checked equal first. Random weights (no download): the cost does not
-depend on them.
+encoding, side by side on the same texts: forward + backward of the text tower, rounds interleaved, medians; the
+features are checked equal first. Three ways: full width; one cut at the batch's longest row (length buckets off);
+length buckets (the default). Two batches: product-title-like texts alone, and the same titles with 2.5 x as many
+concept prompts ("a photo of {phrase}", FashionKLIP's one text pass per step). Random weights (no download): the
+cost does not depend on them.
 
     python tests/bench/bench_text_trim.py [--batch 64] [--rounds 3] [--models tiny-vit-64 ViT-B-32]
 """
@@ -18,7 +20,7 @@ import fashion_bench  # noqa: F401  (torchvision guard)
 import torch
 
 from fashion_bench.encoders import ClipEncoder
-from fashion_bench.encoders.text_trim import text_length
+from fashion_bench.encoders.text_trim import encode_text_trimmed, length_buckets, row_lengths, text_length
 
 COLOURS = ["red", "navy blue", "off-white", "olive green", "black", "dusty pink", "mustard yellow"]
 PATTERNS = ["", "striped", "floral print", "checked", "polka dot", "plain"]
@@ -31,6 +33,14 @@ def titles(n: int, seed: int = 0) -> list[str]:
     rng = random.Random(seed)
     return [" ".join(w for w in (rng.choice(["women's", "men's", ""]), rng.choice(COLOURS), rng.choice(PATTERNS),
                                  rng.choice(GARMENTS), rng.choice(DETAILS)) if w) for _ in range(n)]
+
+
+def concept_prompts(n: int, seed: int = 1) -> list[str]:
+    """FashionKLIP-like concept prompts: "a photo of" a noun phrase of 1 to 4 words."""
+    rng = random.Random(seed)
+    phrases = [" ".join(w for w in (rng.choice(COLOURS + [""]), rng.choice(PATTERNS), rng.choice(GARMENTS)) if w)
+               for _ in range(n)]
+    return [f"a photo of {p}" for p in phrases]
 
 
 def step_seconds(encoder: ClipEncoder, encode: Callable[[torch.Tensor], torch.Tensor], tokens: torch.Tensor) -> float:
@@ -49,22 +59,31 @@ def main() -> None:
     for model in args.models:
         torch.manual_seed(0)
         encoder = ClipEncoder(model)
-        tokens = encoder.tokenize(titles(args.batch))
-        with torch.no_grad():
-            torch.testing.assert_close(encoder.encode_text(tokens), encoder.clip.encode_text(tokens, normalize=True),
-                                       atol=1e-5, rtol=1e-5)
-        paths = {"full width": lambda t: encoder.clip.encode_text(t, normalize=True), "trimmed": encoder.encode_text}
-        times: dict[str, list[float]] = {name: [] for name in paths}
-        for name, encode in paths.items():  # warm-up
-            step_seconds(encoder, encode, tokens)
-        for _ in range(args.rounds):
-            for name, encode in paths.items():
-                times[name].append(step_seconds(encoder, encode, tokens))
-        full, trimmed = (statistics.median(times[name]) for name in paths)
-        print(f"{model}: {args.batch} titles, {tokens.shape[1]} token positions, {text_length(tokens)} used | text tower "
-              f"forward + backward: full width {full * 1000:8.1f} ms, trimmed {trimmed * 1000:8.1f} ms "
-              f"(ratio {trimmed / full:.3f})")
-
+        one_cut = lambda t: torch.nn.functional.normalize(encode_text_trimmed(encoder.clip, t, overhead=10**9), dim=-1)  # noqa: E731
+        paths = {"full width": lambda t: encoder.clip.encode_text(t, normalize=True), "one cut": one_cut,
+                 "buckets": encoder.encode_text}
+        batches = {"titles": titles(args.batch),
+                   "titles + prompts": titles(args.batch) + concept_prompts(int(2.5 * args.batch))}
+        for batch_name, texts in batches.items():
+            tokens = encoder.tokenize(texts)
+            with torch.no_grad():
+                full = encoder.clip.encode_text(tokens, normalize=True)
+                for encode in paths.values():
+                    torch.testing.assert_close(encode(tokens), full, atol=1e-5, rtol=1e-5)
+            times: dict[str, list[float]] = {name: [] for name in paths}
+            for name, encode in paths.items():  # warm-up
+                step_seconds(encoder, encode, tokens)
+            for _ in range(args.rounds):
+                for name, encode in paths.items():
+                    times[name].append(step_seconds(encoder, encode, tokens))
+            median = {name: statistics.median(times[name]) for name in paths}
+            lengths = row_lengths(tokens).tolist()
+            print(f"{model}, {batch_name}: {len(texts)} texts, {tokens.shape[1]} token positions, {text_length(tokens)} "
+                  f"used, buckets {length_buckets(lengths)} | text tower forward + backward: "
+                  + ", ".join(f"{name} {median[name] * 1000:8.1f} ms" for name in paths)
+                  + f" | ratio to full width: one cut {median['one cut'] / median['full width']:.3f}, buckets "
+                  f"{median['buckets'] / median['full width']:.3f}; buckets / one cut "
+                  f"{median['buckets'] / median['one cut']:.3f}")
 
 if __name__ == "__main__":
     main()

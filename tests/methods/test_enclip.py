@@ -212,9 +212,13 @@ def test_frozen_text_towers_are_encoded_once_per_batch_with_the_same_training(ti
     own = full_width_text(frozen_text_method(pretrained, members=3, diversity="bootstrap"))
     trainer(steps=2).fit(own, datamodule=tiny_data(tiny_world))
     start = EncoderConfig(pretrained=pretrained).build().state_dict()
+    # the shared pass encodes the whole batch, an own pass the member's rows: the features differ by float rounding
+    # (other matrix shapes), and Adam's normalised step can turn that into up to a few % of lr on a weight whose
+    # gradient is near zero; a real difference in training moves weights by whole steps of lr
+    atol = 0.1 * shared.optim.lr
     for j in range(3):
         for key, value in state_of(own.members[j]).items():
-            torch.testing.assert_close(state_of(shared.members[j])[key], value, rtol=1e-4, atol=1e-5, msg=key)
+            torch.testing.assert_close(state_of(shared.members[j])[key], value, rtol=1e-4, atol=atol, msg=key)
             if key.startswith(("clip.transformer.", "clip.token_embedding", "clip.text_projection")):
                 torch.testing.assert_close(value, start[key], rtol=0, atol=0, msg=key)  # the text tower stayed frozen
     tokens = shared.members[0].tokenize(["a red striped shirt", "blue jeans"])
