@@ -24,15 +24,20 @@ T = TypeVar("T")
 def map_row_parts(scan_part: Callable[[Tensor], T], rows: Tensor, device: torch.device) -> list[T]:
     """``scan_part`` over parts of ``rows``, in parallel on a CPU: rows dealt round robin over as many threads
     as torch uses (each part keeps the order of ``rows``), each thread running torch at one thread while the
-    caller's thread count is restored afterwards. Elsewhere, or with few rows, one part on this thread."""
+    caller's thread count is restored afterwards. Elsewhere, or with few rows, one part on this thread.
+
+    Autograd's modes are per thread: each part runs in the caller's inference and grad mode (a test loop runs
+    under ``torch.inference_mode``, and a part writing into the caller's inference tensors must too)."""
     threads = torch.get_num_threads()
     n_parts = min(threads, len(rows) // MIN_PART_ROWS) if device.type == "cpu" else 1
     if n_parts <= 1:
         return [scan_part(rows)]
+    inference, grad = torch.is_inference_mode_enabled(), torch.is_grad_enabled()
 
     def alone(part: Tensor) -> T:
         torch.set_num_threads(1)
-        return scan_part(part)
+        with torch.inference_mode(inference), torch.set_grad_enabled(grad):
+            return scan_part(part)
 
     try:
         return list(pool(n_parts, "scan").map(alone, [rows[t::n_parts] for t in range(n_parts)]))

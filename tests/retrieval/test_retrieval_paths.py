@@ -38,8 +38,9 @@ def path(request, monkeypatch):
     return request.param
 
 
+@pytest.mark.parametrize("inference", [False, True], ids=["grad-mode", "inference-mode"])  # a test loop: inference
 @pytest.mark.parametrize("strong", [True, False], ids=["strong", "weak"])
-def test_ranks_and_topk_on_unseen_inputs(path, strong):
+def test_ranks_and_topk_on_unseen_inputs(path, strong, inference):
     n_q, n_g, k = 90, 700, 15
     q, g, positives = case(1000 + strong, n_q, n_g, 20, strong, duplicates=True)
     rng = np.random.default_rng(2000 + strong)
@@ -50,7 +51,8 @@ def test_ranks_and_topk_on_unseen_inputs(path, strong):
     query, gallery = Embeddings.prepare(q, "q"), Embeddings.prepare(g, "g")
     pos = Csr.from_lists(positives, n_q, n_g, "positives")
     exclusions = Exclusions(Csr.from_lists(exclude, n_q, n_g, "exclude"))
-    ranks, idx, scores = rank_with_topk(query, gallery, pos, exclusions, k, "fast")
+    with torch.inference_mode(inference):
+        ranks, idx, scores = rank_with_topk(query, gallery, pos, exclusions, k, "fast")
     orders, want = brute_ranks(q, g, positives, allowed)
     assert [ranks.idx[ranks.ptr[i] : ranks.ptr[i + 1]].tolist() for i in range(n_q)] == want
     assert idx.tolist() == [order[:k].tolist() for order in orders]

@@ -49,3 +49,21 @@ def test_thread_count_restored_when_a_part_fails(two_threads):
     with pytest.raises(RuntimeError, match="part of 150 rows failed"):
         map_row_parts(fail, torch.arange(300), torch.device("cpu"))
     assert torch.get_num_threads() == 2
+
+
+@pytest.mark.parametrize("inference", [True, False])
+def test_parts_run_in_the_callers_autograd_mode(two_threads, inference):
+    """Autograd's modes are per thread: under ``torch.inference_mode`` (a Lightning test loop) each part must be
+    too, or its in-place writes into the caller's inference tensors fail."""
+    with torch.inference_mode(inference):
+        out = torch.zeros(300, dtype=torch.long)
+
+        def write(part: torch.Tensor) -> tuple[bool, bool]:
+            out[part] = part
+            return torch.is_inference_mode_enabled(), torch.is_grad_enabled()
+
+        modes = map_row_parts(write, torch.arange(300), torch.device("cpu"))
+    assert len(modes) == 2 and set(modes) == {(inference, not inference)}
+    assert torch.equal(out, torch.arange(300))
+    with torch.no_grad():
+        assert set(map_row_parts(lambda part: torch.is_grad_enabled(), torch.arange(300), torch.device("cpu"))) == {False}
