@@ -12,6 +12,8 @@ a Hugging Face text tower) the full width is encoded.
 
 from __future__ import annotations
 
+from collections import Counter
+
 import torch
 from torch import nn
 
@@ -49,8 +51,9 @@ def text_length(tokens: torch.Tensor) -> int:
 def length_buckets(lengths: list[int], overhead: int = BUCKET_OVERHEAD_POSITIONS) -> list[int]:
     """Bucket widths (ascending) that minimise the encoded row-positions plus ``overhead`` per bucket: every row
     goes to the narrowest bucket at least as wide as it. Dynamic programming over the distinct lengths."""
-    widths = sorted(set(lengths))
-    counts = [sum(1 for n in lengths if n == w) for w in widths]
+    per_width = Counter(lengths)
+    widths = sorted(per_width)
+    counts = [per_width[w] for w in widths]
     best = [0.0] + [float("inf")] * len(widths)  # best[j]: cost of the rows of the j shortest widths
     cut = [0] * (len(widths) + 1)
     for j in range(1, len(widths) + 1):

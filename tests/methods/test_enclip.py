@@ -187,21 +187,12 @@ def frozen_text_method(pretrained: str, **kwargs) -> Enclip:
     return Enclip(EncoderConfig(pretrained=pretrained, freeze_text=True), **kwargs)
 
 
-def full_width_text(method: Enclip) -> Enclip:
-    """``method`` with its members' texts encoded at full width: the shared pass encodes the whole batch and an own
-    pass only the member's rows, and trimmed to different lengths the two differ by float rounding, which Adam
-    can amplify; the trimming's own exactness is tested in tests/encoders/test_text_trim.py."""
-    for member in method.members:
-        member.trim_text = False
-    return method
-
-
 def test_frozen_text_towers_are_encoded_once_per_batch_with_the_same_training(tiny_world, pretrained, monkeypatch):
     """Members that fine-tune only their image towers share the pretrained text tower: one text pass per batch
     (training and queries), and every member trains exactly as with its own text pass."""
     calls = []
     torch.manual_seed(0)
-    shared = full_width_text(frozen_text_method(pretrained, members=3, diversity="bootstrap"))
+    shared = frozen_text_method(pretrained, members=3, diversity="bootstrap")
     for member in shared.members:
         original = member.encode_text
         monkeypatch.setattr(member, "encode_text", lambda tokens, normalize=True, f=original: calls.append(1) or f(tokens, normalize))
@@ -209,11 +200,11 @@ def test_frozen_text_towers_are_encoded_once_per_batch_with_the_same_training(ti
     assert shared.shared_text and len(calls) == 2  # one text pass per step, not one per member
     monkeypatch.setattr(Enclip, "_refresh_text_sharing", lambda self: setattr(self, "shared_text", False))
     torch.manual_seed(0)
-    own = full_width_text(frozen_text_method(pretrained, members=3, diversity="bootstrap"))
+    own = frozen_text_method(pretrained, members=3, diversity="bootstrap")
     trainer(steps=2).fit(own, datamodule=tiny_data(tiny_world))
     start = EncoderConfig(pretrained=pretrained).build().state_dict()
     # the shared pass encodes the whole batch, an own pass the member's rows: the features differ by float rounding
-    # (other matrix shapes), and Adam's normalised step can turn that into up to a few % of lr on a weight whose
+    # (other matrix shapes and text lengths), and Adam's normalised step can turn that into up to a few % of lr on a weight whose
     # gradient is near zero; a real difference in training moves weights by whole steps of lr
     atol = 0.1 * shared.optim.lr
     for j in range(3):
