@@ -148,7 +148,8 @@ def build_kg(
     summary = {
         "concepts": len(graph), "written_concepts": sum(c > 0 for c in graph.counts), "edges": len(graph.edges()),
         "roots": sum(p < 0 for p in graph.parents), "training_images": len(ids), "dataset": datamodule.dataset,
-        "encoder": encoder_config, "settings": asdict(settings), "evaluation": scores,
+        "encoder": encoder_config, "settings": asdict(settings),
+        "chunker_used": make_chunker(settings.chunker, settings.max_words).kind, "evaluation": scores,
         "wall_time_s": round(time.perf_counter() - started, 2),
     }
     io.write_summary(out, summary)

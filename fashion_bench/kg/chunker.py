@@ -48,6 +48,9 @@ def is_modifier(word: str) -> bool:
 
 
 class Chunker(Protocol):
+    kind: str
+    max_words: int
+
     def __call__(self, text: str) -> list[str]: ...
 
     def chunks(self, text: str) -> list[tuple[list[str], int]]: ...
@@ -55,6 +58,8 @@ class Chunker(Protocol):
 
 class RuleChunker:
     """Noun phrases ending in a product noun, by word rules (picklable: runs in data-loader workers)."""
+
+    kind = "rule"
 
     def __init__(self, max_words: int = 6, extra_nouns: Iterable[str] = ()) -> None:
         if max_words < 1:
@@ -93,6 +98,8 @@ class RuleChunker:
 
 class SpacyChunker(RuleChunker):
     """The parser's noun chunks whose last word is a product noun (modifiers as the parser delimits them)."""
+
+    kind = "spacy"
 
     def __init__(self, model: str = "en_core_web_sm", max_words: int = 6, extra_nouns: Iterable[str] = ()) -> None:
         super().__init__(max_words, extra_nouns)

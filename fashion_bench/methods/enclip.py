@@ -40,7 +40,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from fashion_bench.contracts import Preprocessing
-from fashion_bench.encoders import ClipEncoder, export_open_clip_checkpoint
+from fashion_bench.encoders import ClipEncoder, PretrainedUnavailableError, export_open_clip_checkpoint
 from fashion_bench.encoders.clip import load_weights_file
 from fashion_bench.losses import same_label_targets
 from fashion_bench.methods.base import EncoderConfig, OptimConfig, RetrievalMethod
@@ -54,7 +54,7 @@ from fashion_bench.methods.ensemble import (
     member_generator,
     routing_block,
 )
-from fashion_bench.stages import RUN_PREFIX, resolve_artefact, run_seed, weights_will_be_restored
+from fashion_bench.stages import RUN_PREFIX, resolve_artefact, restoring_weights, run_seed, weights_will_be_restored
 
 log = logging.getLogger(__name__)
 
@@ -179,10 +179,15 @@ class Enclip(RetrievalMethod):
         pretrained = self.encoder_config.pretrained
         if pretrained and Path(pretrained).is_file():
             self.record_stage_input("encoder.pretrained", pretrained)
+        self._base_seed = base_seed
         self.router: ClipEncoder | None = None
         if self.routing.nearest > 0:
-            self.router = self._build(PRETRAINED_SALT, base_seed).requires_grad_(False).eval()
-        self._base_seed = base_seed
+            if not pretrained:
+                raise ValueError(
+                    "routing.nearest > 0 routes queries by the clusters of the pretrained CLIP, but encoder.pretrained "
+                    "is not set: name the CLIP the members were fine-tuned from, or set routing.nearest 0"
+                )
+            self.router = self._pretrained_copy().requires_grad_(False).eval()
         self.shared_text = False  # every member's text tower frozen and identical: texts encoded once
         self.centroids: torch.Tensor | None = None  # [k, D] in the pretrained space, computed once per process
         self.train_clusters: torch.Tensor | None = None  # [N_train] cluster of each training row
@@ -203,6 +208,19 @@ class Enclip(RetrievalMethod):
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(member_generator(base_seed, -1, *salt).initial_seed())
             return self.encoder_config.build()
+
+    def _pretrained_copy(self) -> ClipEncoder:
+        """The pretrained CLIP that clusters the training images and routes queries. It is left out of checkpoints
+        (rebuilt from ``encoder``), so its weights must load even while a checkpoint restores the members: a random
+        stand-in would cluster and route at random without any error."""
+        with restoring_weights(False):
+            try:
+                return self._build(PRETRAINED_SALT, self._base_seed)
+            except PretrainedUnavailableError as err:
+                raise PretrainedUnavailableError(
+                    f"ENCLIP clusters images and routes queries with its pretrained CLIP, rebuilt from "
+                    f"encoder.pretrained (it is not stored in checkpoints): {err}"
+                ) from None
 
     def _load_members(self, restoring: bool) -> None:
         """Member k's weights from ``members_from[k]``; ``run:`` references wait for :meth:`setup` (they resolve
@@ -251,7 +269,7 @@ class Enclip(RetrievalMethod):
         """k-means over the pretrained CLIP's normalised training-image features, once per process."""
         if self.centroids is not None:
             return
-        encoder = self.router if self.router is not None else self._build(PRETRAINED_SALT, self._base_seed)
+        encoder = self.router if self.router is not None else self._pretrained_copy()
         encoder = encoder.to(self.device).eval()
         _, features = self.encode_split(
             "train", lambda images: encoder.encode_image(images), desc=f"encoding training images for {self.num_clusters} clusters"
@@ -324,16 +342,22 @@ class Enclip(RetrievalMethod):
                 self.row_weights[position, batch["index"]] if self.row_weights is not None
                 else torch.ones(size, device=self.device)
             )
-            loss = self._member_loss(position, member, batch, weights, shared_text)
+            loss = self._member_loss(position, member, batch, weights, shared_text, self._micro_batch(batch_idx))
             self.log(f"train/loss_m{self.member_ids[position]}", loss, batch_size=size)
             losses.append(loss)
         loss = torch.stack(losses).sum()
         self.log("train/loss", loss / len(losses), prog_bar=True, batch_size=size)
         return self.check_finite(loss)
 
+    def _micro_batch(self, batch_idx: int) -> tuple[int, ...]:
+        """The batch's place in its optimiser step under gradient accumulation, as a generator salt: () for the first
+        (one batch per step keeps the generators it always had), so that accumulated batches get their own crops."""
+        accumulate = self.trainer.accumulate_grad_batches if self._trainer is not None else 1
+        return (batch_idx % accumulate,) if batch_idx % accumulate else ()
+
     def _member_loss(
         self, position: int, member: ClipEncoder, batch: dict[str, torch.Tensor], weights: torch.Tensor,
-        shared_text: torch.Tensor | None,
+        shared_text: torch.Tensor | None, micro_batch: tuple[int, ...] = (),
     ) -> torch.Tensor:
         """Member ``position``'s loss on its rows of the shared batch: rows of weight 0 are neither encoded nor
         negatives (``shared_text``: the batch's texts under the members' one frozen text tower). Under DDP each
@@ -342,7 +366,7 @@ class Enclip(RetrievalMethod):
         selected = (weights > 0).nonzero().flatten()
         if selected.numel() == 0:  # keep the member in the graph (DDP) with one row of weight 0
             selected = selected.new_zeros(1)
-        generator = member_generator(self._seed(), self.member_ids[position], 2, self.global_step, self.global_rank)
+        generator = member_generator(self._seed(), self.member_ids[position], 2, self.global_step, self.global_rank, *micro_batch)
         images = augment_batch(batch["image"][selected], generator, self.member_augment)
         image = member.encode_image(images)
         text = shared_text[selected] if shared_text is not None else member.encode_text(batch["text"][selected])

@@ -11,6 +11,7 @@ clamped to [0, 1]. See docs/methods/fashionklip.md for the fixes over the public
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,7 @@ import torch.nn.functional as F
 from fashion_bench.contracts import Preprocessing
 from fashion_bench.kg import io
 from fashion_bench.kg.build import KgSettings, mine_from_datamodule
-from fashion_bench.kg.chunker import make_chunker
+from fashion_bench.kg.chunker import Chunker, make_chunker
 from fashion_bench.kg.graph import ConceptGraph
 from fashion_bench.kg.images import concept_images, concept_prompts, encode_prompts
 from fashion_bench.kg.matcher import ConceptMatcher
@@ -167,8 +168,26 @@ class FashionKlipMethod(ClipMethod):
         if self._trainer is None or self.trainer.state.fn != "fit":
             return base  # evaluation needs no concepts
         chunker = make_chunker(self.kg_settings.chunker, self.kg_settings.max_words)
+        self.check_chunker(chunker)
         matcher = ConceptMatcher(self.load_graph(), chunker, self.slots)
         return Preprocessing(image_spec=base.image_spec, tokenize=base.tokenize, sample_fields={"concepts": matcher})
+
+    def check_chunker(self, chunker: Chunker) -> None:
+        """Texts must be split into phrases as the graph's miner split them (``chunker: auto`` resolves to spaCy
+        where it is installed and to the rules elsewhere): otherwise the same text matches other concepts."""
+        summary = Path(self.kg) / io.SUMMARY if self.kg is not None else None
+        if summary is None or not summary.is_file():
+            return
+        built = json.loads(summary.read_text())
+        used, words = built.get("chunker_used"), built.get("settings", {}).get("max_words")
+        if (used is not None and used != chunker.kind) or (words is not None and words != chunker.max_words):
+            raise ValueError(
+                f"{summary}: the graph was mined with the '{used}' chunker (max_words {words}), but this run matches "
+                f"texts with the '{chunker.kind}' chunker (max_words {chunker.max_words}), so texts would map to other "
+                f"concepts: set --model.init_args.kg_settings.chunker {used} and max_words {words}"
+                + (" (spaCy and en_core_web_sm must be installed)" if used == "spacy" else "")
+                + ", or build the graph again on this machine"
+            )
 
     @torch.no_grad()
     def rebuild_table(self) -> None:

@@ -16,6 +16,7 @@ No code is public; docs/methods/progressive.md says what the paper gives and wha
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -265,9 +266,11 @@ class WeightingTarget:
         self.temperature, self.center = temperature, center
         self.images, self.texts = FeatureCache(), FeatureCache()
 
-    def to(self, device: torch.device) -> WeightingTarget:
-        if next(self.encoder.parameters()).device != device:
-            self.encoder.to(device)
+    def to(self, device: torch.device, dtype: torch.dtype) -> WeightingTarget:
+        """Onto the live encoder's device and dtype (``bf16-true`` converts the module after the copy was taken)."""
+        first = next(self.encoder.parameters())
+        if first.device != device or first.dtype != dtype:
+            self.encoder.to(device=device, dtype=dtype)
             self.images.clear()
             self.texts.clear()
         return self
@@ -280,10 +283,15 @@ class WeightingTarget:
         txt = self.texts(text, lambda x: self.encoder.encode_text(x, normalize=True))
         return torch.stack([(tgt * ref).sum(-1), (tgt * txt).sum(-1)], dim=-1)
 
-    def __call__(self, reference: torch.Tensor, text: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    def __call__(
+        self, reference: torch.Tensor, text: torch.Tensor, target: torch.Tensor,
+        gather: Callable[[torch.Tensor], torch.Tensor] = lambda x: x,
+    ) -> torch.Tensor:
+        """[B, 2] target weights; ``gather`` collects every rank's similarities, so that under DDP the centre is
+        the mean over the whole batch, as in one process."""
         sims = self.similarities(reference, text, target)
         if self.center:
-            sims = sims - sims.mean(dim=0, keepdim=True)
+            sims = sims - gather(sims).mean(dim=0, keepdim=True)
         return (sims / self.temperature).softmax(dim=-1)
 
 
@@ -336,7 +344,8 @@ class Progressive(ClipRetrievalMethod):
 
     def on_fit_start(self) -> None:
         if self.target is not None:
-            self.target.to(self.device)
+            first = next(self.encoder.parameters())
+            self.target.to(first.device, first.dtype)
 
     def default_lr_groups(self) -> dict[str, float]:
         return {"weighting.": WEIGHTING_LR_FACTOR * self.optim.lr} if self.weighting.mode != "fixed" else {}
@@ -373,7 +382,7 @@ class Progressive(ClipRetrievalMethod):
         )
         loss, size = retrieval, batch["text"].shape[0]
         if self.self_supervised():
-            goal = self.target(batch["reference"], batch["text"], batch["target"])
+            goal = self.target(batch["reference"], batch["text"], batch["target"], gather=self.gather)
             weighting = F.kl_div(weights.clamp_min(1e-8).log(), goal, reduction="batchmean")
             loss = loss + self.weighting_loss * weighting
             self.log("train/weighting", weighting, batch_size=size)

@@ -150,6 +150,7 @@ def test_kg_build_writes_the_folder_prints_scores_and_resumes(tiny_world, tmp_pa
     assert "world.json: concepts: precision" in printed and "edges: precision" in printed
     summary = json.loads((out / io.SUMMARY).read_text())
     assert summary["concepts"] == len(io.read_graph(out)) and summary["evaluation"]["concepts"]["recall"] > 0
+    assert summary["chunker_used"] == make_chunker("auto").kind  # what `chunker: auto` resolved to on this machine
     images = [json.loads(line) for line in (out / io.IMAGES).read_text().splitlines()]
     assert len(images) == summary["concepts"] and all(len(r["item_ids"]) == 10 for r in images)
     # interrupted mid-way (a torn last line): the rerun keeps the finished concepts and redoes the rest

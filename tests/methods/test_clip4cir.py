@@ -111,6 +111,16 @@ def test_feature_cache_encodes_each_distinct_row_once():
     assert calls == [1] and len(cache) == 3  # only [5, 6] was new
 
 
+def test_feature_cache_is_bounded_and_drops_the_oldest_rows():
+    """Augmented images are new inputs at every step: the cache must not grow without bound."""
+    cache = FeatureCache(capacity=2)
+    rows = torch.arange(10).reshape(5, 2)
+    torch.testing.assert_close(cache(rows, lambda x: x.float().sum(-1, keepdim=True)), rows.float().sum(-1, keepdim=True))
+    assert len(cache) == 2 and list(cache.store) == FeatureCache.keys(rows[3:])
+    with pytest.raises(ValueError, match="capacity must be at least 1"):
+        FeatureCache(capacity=0)
+
+
 def test_stage1_loss_decreases_on_one_batch(tiny_encoder):
     torch.manual_seed(0)
     method = Clip4CirFinetune(EncoderConfig(), OptimConfig(lr=1e-4, schedule="constant"))

@@ -12,9 +12,10 @@ import torch
 import torch.nn.functional as F
 
 from fashion_bench.data.datamodule import FashionDataModule
-from fashion_bench.encoders import export_open_clip_checkpoint
+from fashion_bench.encoders import PretrainedUnavailableError, export_open_clip_checkpoint
 from fashion_bench.losses import contrastive_loss
 from fashion_bench.methods.base import EncoderConfig, OptimConfig
+from fashion_bench.methods import enclip as enclip_module
 from fashion_bench.methods.enclip import ClusterConfig, Enclip, RoutingConfig, weighted_contrastive_loss
 from fashion_bench.methods.ensemble import (
     augment_batch,
@@ -26,6 +27,7 @@ from fashion_bench.methods.ensemble import (
     routing_block,
 )
 from fashion_bench.retrieval import evaluate
+from fashion_bench.stages import restoring_weights
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -182,6 +184,22 @@ def test_one_process_members_equal_members_trained_alone(tiny_world, pretrained,
     assert not torch.allclose(alone[0]["clip.visual.conv1.weight"], alone[1]["clip.visual.conv1.weight"])  # diverse
 
 
+def test_accumulated_batches_of_one_step_get_their_own_member_crops(tiny_world, pretrained, monkeypatch):
+    """The crop generators are keyed by the optimiser step: with gradient accumulation the batches of one step must
+    not repeat the same crops (the first batch of a step keeps the generator of a run without accumulation)."""
+    seeds: list[int] = []
+    original = enclip_module.augment_batch
+    monkeypatch.setattr(enclip_module, "augment_batch", lambda images, generator, area: seeds.append(generator.initial_seed()) or original(images, generator, area))
+    torch.manual_seed(0)
+    trainer(steps=1, accumulate_grad_batches=2).fit(method(pretrained, members=1, diversity="seed"), datamodule=tiny_data(tiny_world))
+    assert len(seeds) == 2 and seeds[0] != seeds[1]
+    plain: list[int] = []
+    monkeypatch.setattr(enclip_module, "augment_batch", lambda images, generator, area: plain.append(generator.initial_seed()) or original(images, generator, area))
+    torch.manual_seed(0)
+    trainer(steps=1).fit(method(pretrained, members=1, diversity="seed"), datamodule=tiny_data(tiny_world))
+    assert plain == seeds[:1]
+
+
 def frozen_text_method(pretrained: str, **kwargs) -> Enclip:
     kwargs.setdefault("optim", OptimConfig(lr=1e-3, weight_decay=0.0, schedule="constant"))
     return Enclip(EncoderConfig(pretrained=pretrained, freeze_text=True), **kwargs)
@@ -240,9 +258,9 @@ def test_bootstrap_members_never_see_their_out_of_bag_rows(tiny_world, pretraine
     enclip = method(pretrained, members=2, diversity="bootstrap", member_augment=1.0)
     original = Enclip._member_loss
 
-    def spy(self, position, member, batch, weights, shared_text):
+    def spy(self, position, member, batch, weights, *rest):
         seen.append(torch.stack([batch["index"], weights.long(), torch.full_like(batch["index"], position)]))
-        return original(self, position, member, batch, weights, shared_text)
+        return original(self, position, member, batch, weights, *rest)
 
     Enclip._member_loss = spy
     try:
@@ -317,6 +335,26 @@ def test_gathered_members_fuse_their_files_and_record_provenance(tmp_path, pretr
     torch.testing.assert_close(query @ gallery.t(), expected, rtol=1e-4, atol=1e-5)
     with pytest.raises(FileNotFoundError, match=r"members_from\[1\]"):
         method(pretrained, members_from=[files[0], str(tmp_path / "missing.pt")])
+
+
+def test_routing_needs_the_pretrained_clip_and_never_routes_with_a_random_stand_in(pretrained, tmp_path):
+    """The router and the clusters are rebuilt from encoder.pretrained, not stored in checkpoints: a missing file
+    must stop a `test --ckpt_path` run instead of routing by a randomly initialised CLIP."""
+    with pytest.raises(ValueError, match=r"routing.nearest > 0 .* encoder.pretrained is not set"):
+        Enclip(EncoderConfig(pretrained=None), members=1, routing=RoutingConfig(nearest=1))
+    moved = tmp_path / "stage1" / "encoder.pt"
+    moved.parent.mkdir()
+    moved.write_bytes(Path(pretrained).read_bytes())
+    routed = method(str(moved), members=1, routing=RoutingConfig(nearest=1))
+    checkpoint = {"state_dict": routed.state_dict()}
+    routed.on_save_checkpoint(checkpoint)
+    moved.unlink()  # the earlier stage's run deleted before the test run
+    with restoring_weights(True), pytest.raises(PretrainedUnavailableError, match=r"not stored in checkpoints.*not found: .*stage1/encoder.pt"):
+        method(str(moved), members=1, routing=RoutingConfig(nearest=1))
+    with restoring_weights(True):
+        clustered = method(str(moved), members=2, diversity="cluster")  # members restored: building is fine
+    with pytest.raises(PretrainedUnavailableError, match=r"clusters images .*not found"):
+        clustered.ensure_clusters()
 
 
 def test_checkpoints_leave_the_router_out_and_load_into_a_routed_method(pretrained):

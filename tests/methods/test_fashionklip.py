@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import os
 import subprocess
 import sys
@@ -12,6 +13,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from fashion_bench.kg.chunker import RuleChunker
 from fashion_bench.methods.fashionklip import FashionKlipMethod, concept_loss, synonym_pairs
 
 REPO = Path(__file__).resolve().parents[2]
@@ -96,6 +98,19 @@ def test_bad_kg_folder_is_named(tmp_path):
     method = FashionKlipMethod(kg=str(tmp_path))
     with pytest.raises(ValueError, match="concepts.jsonl: cannot read the knowledge-graph file"):
         method.load_graph()
+
+
+def test_a_graph_mined_with_another_chunker_is_refused(tmp_path):
+    """`chunker: auto` is spaCy where it is installed and the rules elsewhere: a graph mined on one machine and
+    trained on the other would match texts to other concepts."""
+    (tmp_path / "summary.json").write_text(json.dumps({"chunker_used": "spacy", "settings": {"max_words": 6}}))
+    method = FashionKlipMethod(kg=str(tmp_path))
+    with pytest.raises(ValueError, match=r"summary.json: the graph was mined with the 'spacy' chunker \(max_words 6\), but this run .* 'rule' chunker .*kg_settings.chunker spacy"):
+        method.check_chunker(RuleChunker(6))
+    (tmp_path / "summary.json").write_text(json.dumps({"chunker_used": "rule", "settings": {"max_words": 4}}))
+    with pytest.raises(ValueError, match=r"mined with the 'rule' chunker \(max_words 4\).*\(max_words 6\)"):
+        method.check_chunker(RuleChunker(6))
+    method.check_chunker(RuleChunker(4))
 
 
 @pytest.mark.parametrize("table_features, encodes", [("encode", 2), ("steps", 1)])

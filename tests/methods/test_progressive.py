@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import lightning.pytorch as pl
@@ -66,16 +67,16 @@ class Losses(pl.Callback):
         self.losses.append(float(outputs["loss"]))
 
 
-def trainer(steps: int, callbacks=()) -> pl.Trainer:
+def trainer(steps: int, callbacks=(), precision: str = "32") -> pl.Trainer:
     return pl.Trainer(
         max_steps=steps, accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
-        enable_model_summary=False, limit_val_batches=0, callbacks=list(callbacks),
+        enable_model_summary=False, limit_val_batches=0, callbacks=list(callbacks), precision=precision,
     )
 
 
-def fit_triplets(method: Progressive, batch: dict[str, torch.Tensor], steps: int) -> Losses:
+def fit_triplets(method: Progressive, batch: dict[str, torch.Tensor], steps: int, precision: str = "32") -> Losses:
     record = Losses()
-    trainer(steps, [record]).fit(method, train_dataloaders=DataLoader(Repeat(batch, steps), batch_size=None))
+    trainer(steps, [record], precision).fit(method, train_dataloaders=DataLoader(Repeat(batch, steps), batch_size=None))
     return record
 
 
@@ -151,6 +152,26 @@ def test_weighting_target_is_a_softmax_of_the_frozen_similarities(tiny_encoder):
         centred(batch["reference"], batch["text"], batch["target"]), ((expected - expected.mean(0)) / 0.1).softmax(-1), rtol=1e-4, atol=1e-5,
     )
     assert len(plain.images) == 5 and len(plain.texts) == 4  # targets are the next references: 5 distinct images
+
+
+def test_centred_target_of_one_rank_equals_one_process_with_the_whole_batch(tiny_encoder):
+    """Under DDP each rank holds part of the batch: the centre is the mean over every rank's similarities."""
+    encoder = tiny_encoder.eval()
+    batch = triplet_batch(encoder, size=8)
+    target = WeightingTarget(encoder, temperature=0.1, center=True)
+    whole = target(batch["reference"], batch["text"], batch["target"])
+    everyone = target.similarities(batch["reference"], batch["text"], batch["target"])
+    for rank in (slice(0, 4), slice(4, 8)):
+        part = target(batch["reference"][rank], batch["text"][rank], batch["target"][rank], gather=lambda _: everyone)
+        torch.testing.assert_close(part, whole[rank])
+    assert not torch.allclose(target(batch["reference"][:4], batch["text"][:4], batch["target"][:4]), whole[:4])
+
+
+def test_stage3_trains_in_bf16_true_with_the_target_copy_converted_too(pretrained, tiny_encoder):
+    method = stage3(pretrained)
+    record = fit_triplets(method, triplet_batch(tiny_encoder), steps=1, precision="bf16-true")
+    assert next(method.target.encoder.parameters()).dtype == torch.bfloat16
+    assert all(math.isfinite(loss) for loss in record.losses)
 
 
 def test_target_uses_a_frozen_copy_of_the_start_encoders_outside_the_checkpoint(pretrained, tiny_encoder):
