@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 
 from fashion_bench.atomic import atomic_open, write_json_atomic
 from fashion_bench.kg import io
-from fashion_bench.kg.chunker import make_chunker
+from fashion_bench.kg.chunker import Chunker, make_chunker
 from fashion_bench.kg.evaluate import evaluate_graph, format_scores
 from fashion_bench.kg.graph import ConceptGraph
 from fashion_bench.kg.images import concept_images, encode_prompts
@@ -44,9 +44,8 @@ def training_texts(datamodule: Any) -> list[str]:
     return [t for i in split.gallery for t in split.items[i].text if t and t.strip()]
 
 
-def mine_from_datamodule(datamodule: Any, settings: KgSettings, progress: bool = False) -> ConceptGraph:
-    chunker = make_chunker(settings.chunker, settings.max_words)
-    graph = mine_graph(training_texts(datamodule), chunker, min_count=settings.min_count, progress=progress)
+def mine_from_datamodule(datamodule: Any, chunker: Chunker, min_count: int, progress: bool = False) -> ConceptGraph:
+    graph = mine_graph(training_texts(datamodule), chunker, min_count=min_count, progress=progress)
     if not len(graph):
         raise ValueError(f"dataset '{datamodule.dataset}': no concept (noun phrase ending in a product noun) in the training texts")
     return graph
@@ -129,10 +128,11 @@ def build_kg(
     encoder = EncoderConfig(**encoder_config).build().eval()
     datamodule = FashionDataModule(**data_config)
     datamodule.attach_preprocessing(Preprocessing(image_spec=encoder.image_spec, tokenize=encoder.tokenize))
+    chunker = make_chunker(settings.chunker, settings.max_words)
     if (out / io.PARENTS).exists():
         graph = io.read_graph(out)
     else:
-        graph = mine_from_datamodule(datamodule, settings, progress)
+        graph = mine_from_datamodule(datamodule, chunker, settings.min_count, progress)
         io.write_graph(out, graph)
     log(f"{len(graph)} concepts ({sum(c > 0 for c in graph.counts)} written in the texts), {len(graph.edges())} is-a edges")
     world = world_folder(datamodule)
@@ -149,7 +149,7 @@ def build_kg(
         "concepts": len(graph), "written_concepts": sum(c > 0 for c in graph.counts), "edges": len(graph.edges()),
         "roots": sum(p < 0 for p in graph.parents), "training_images": len(ids), "dataset": datamodule.dataset,
         "encoder": encoder_config, "settings": asdict(settings),
-        "chunker_used": make_chunker(settings.chunker, settings.max_words).kind, "evaluation": scores,
+        "chunker_used": chunker.kind, "evaluation": scores,
         "wall_time_s": round(time.perf_counter() - started, 2),
     }
     io.write_summary(out, summary)

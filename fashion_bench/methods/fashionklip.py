@@ -11,6 +11,7 @@ clamped to [0, 1]. See docs/methods/fashionklip.md for the fixes over the public
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 from typing import Any
@@ -152,6 +153,11 @@ class FashionKlipMethod(ClipMethod):
         )
 
     # --- the knowledge graph ------------------------------------------------------------------------------------
+    @functools.cached_property
+    def chunker(self) -> Chunker:
+        """How texts are split into phrases, for mining and for matching alike (built once: spaCy loads a model)."""
+        return make_chunker(self.kg_settings.chunker, self.kg_settings.max_words)
+
     def load_graph(self) -> ConceptGraph:
         if self.graph is None:
             if self.kg is not None:
@@ -159,7 +165,7 @@ class FashionKlipMethod(ClipMethod):
                 for name in (io.CONCEPTS, io.PARENTS):
                     self.record_stage_input(f"kg/{name}", Path(self.kg) / name)
             else:
-                self.graph = mine_from_datamodule(self.trainer.datamodule, self.kg_settings)
+                self.graph = mine_from_datamodule(self.trainer.datamodule, self.chunker, self.kg_settings.min_count)
             self.concept_tokens = self.encoder.tokenize(concept_prompts(self.graph.phrases))
         return self.graph
 
@@ -167,9 +173,8 @@ class FashionKlipMethod(ClipMethod):
         base = super().preprocessing()
         if self._trainer is None or self.trainer.state.fn != "fit":
             return base  # evaluation needs no concepts
-        chunker = make_chunker(self.kg_settings.chunker, self.kg_settings.max_words)
-        self.check_chunker(chunker)
-        matcher = ConceptMatcher(self.load_graph(), chunker, self.slots)
+        self.check_chunker(self.chunker)
+        matcher = ConceptMatcher(self.load_graph(), self.chunker, self.slots)
         return Preprocessing(image_spec=base.image_spec, tokenize=base.tokenize, sample_fields={"concepts": matcher})
 
     def check_chunker(self, chunker: Chunker) -> None:
